@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine (see README): `make audit` and `make test`.
+# Both create the virtual environment first if it is missing or older than pyproject.toml.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: audit test setup
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch 2.13.0 first: an unpinned torch would pull a multi-GB CUDA build on CPU-only machines
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test,lint]"
+	touch $@
+
+audit: setup
+	$(BIN)/snakemake --cores all
+
+test: setup
+	$(BIN)/python -m pytest

@@ -1,0 +1,3 @@
+from rankbias.cli import main
+
+main()

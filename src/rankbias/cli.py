@@ -1,0 +1,195 @@
+"""Command line: one subcommand per workflow rule, so every rule is `python -m rankbias <step>`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rankbias import data
+from rankbias.storage import read_json, write_csv, write_json, write_npz
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    manifest = data.fetch(args.source, Path(args.manifest).parent, args.mirror or None)
+    for name, entry in manifest["files"].items():
+        _log(f"{name}: {entry['origin']}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    spec = json.loads(args.spec)
+    raw_dir = Path(args.raw_manifest).parent if args.raw_manifest else None
+    arrays, info = data.prepare(spec, raw_dir)
+    data.write_prepared(arrays, info, args.out_npz, args.out_json)
+    _log(
+        f"prepared {spec['source']}: {info['n_train']} train, {info['n_test']} test, "
+        f"{info['n_features']} features"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from rankbias.train import train_ensemble
+
+    torch.set_num_threads(args.threads)
+    spec = json.loads(args.spec)
+    arrays, _ = data.load_prepared(args.data)
+    result = train_ensemble(spec, arrays, log=_log)
+    out = Path(args.out_dir)
+    history = result.history
+    for key in ("experiment", "group", "dataset", "loss", "depth", "width", "batch_size"):
+        history.insert(0, key, spec[key])
+    write_npz(out / "init.npz", result.init)
+    write_npz(out / "final.npz", result.final)
+    write_csv(out / "history.csv", history)
+    write_json(
+        out / "result.json",
+        {
+            "spec": spec,
+            "device": result.device,
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "wall_time_s": result.wall_time_s,
+            "diverged_epoch": result.diverged_epoch.tolist(),
+        },
+    )
+    _log(
+        f"done in {result.wall_time_s:.1f}s; diverged members: "
+        f"{int((result.diverged_epoch >= 0).sum())}/{len(spec['members'])}"
+    )
+
+
+def cmd_measure(args: argparse.Namespace) -> None:
+    from rankbias.measure import measure_job
+
+    run = Path(args.run_dir)
+    record = read_json(run / "result.json")
+    arrays, _ = data.load_prepared(args.data)
+    with np.load(run / "final.npz") as handle:
+        final = {key: handle[key] for key in handle.files}
+    table, spectra = measure_job(
+        record["spec"],
+        final,
+        pd.read_csv(run / "history.csv"),
+        np.asarray(record["diverged_epoch"]),
+        arrays["y_train"],
+    )
+    write_csv(args.out_table, table)
+    members = np.asarray(sorted(m["member"] for m in record["spec"]["members"]))
+    write_npz(args.out_spectra, {**spectra, "member": members})
+    _log(
+        f"measured {len(members)} members x {record['spec']['depth']} layers; status "
+        f"{table[table['layer'] == 1]['status'].value_counts().to_dict()}"
+    )
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    write_csv(args.out_table, pd.concat([pd.read_csv(p) for p in args.tables], ignore_index=True))
+    write_csv(
+        args.out_history, pd.concat([pd.read_csv(p) for p in args.histories], ignore_index=True)
+    )
+    _log(f"aggregated {len(args.tables)} jobs")
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    from rankbias.figures import experiment_figures
+
+    spectra = {}
+    for path in args.spectra:
+        with np.load(path) as handle:
+            spectra[Path(path).name.removesuffix(".spectra.npz")] = {k: handle[k] for k in handle}
+    paths = experiment_figures(
+        pd.read_csv(args.table), pd.read_csv(args.history), spectra, Path(args.out_dir)
+    )
+    _log(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from rankbias.report import write_report
+
+    write_report(
+        Path(args.out),
+        Path(args.template_dir),
+        json.loads(args.meta),
+        [Path(p) for p in args.tables],
+        [Path(p) for p in args.figures],
+        [Path(p) for p in args.data_info],
+        [Path(p) for p in args.runs],
+    )
+    _log(f"wrote {args.out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="rankbias", description=__doc__)
+    steps = top.add_subparsers(dest="step", required=True)
+
+    fetch = steps.add_parser("fetch", help="obtain and verify the raw files of one source")
+    fetch.add_argument("--source", required=True, choices=sorted(data.SOURCES))
+    fetch.add_argument("--manifest", required=True, help="manifest.json to write in the raw dir")
+    fetch.add_argument("--mirror", default="", help=f"mirror folder (else ${data.MIRROR_ENV})")
+    fetch.set_defaults(func=cmd_fetch)
+
+    prepare = steps.add_parser("prepare", help="standardise, split and subset one data set")
+    prepare.add_argument("--spec", required=True, help="the data set's config block, as JSON")
+    prepare.add_argument("--raw-manifest", default="", help="manifest of its raw files, if any")
+    prepare.add_argument("--out-npz", required=True)
+    prepare.add_argument("--out-json", required=True)
+    prepare.set_defaults(func=cmd_prepare)
+
+    train = steps.add_parser("train", help="train one ensemble")
+    train.add_argument("--spec", required=True, help="the job spec from rankbias.plan, as JSON")
+    train.add_argument("--data", required=True, help="prepared .npz")
+    train.add_argument("--out-dir", required=True)
+    train.add_argument("--threads", type=int, default=1)
+    train.set_defaults(func=cmd_train)
+
+    measure = steps.add_parser("measure", help="rank metrics and status of a trained ensemble")
+    measure.add_argument("--run-dir", required=True)
+    measure.add_argument("--data", required=True)
+    measure.add_argument("--out-table", required=True)
+    measure.add_argument("--out-spectra", required=True)
+    measure.set_defaults(func=cmd_measure)
+
+    aggregate = steps.add_parser("aggregate", help="one table per experiment")
+    aggregate.add_argument("--tables", nargs="+", required=True)
+    aggregate.add_argument("--histories", nargs="+", required=True)
+    aggregate.add_argument("--out-table", required=True)
+    aggregate.add_argument("--out-history", required=True)
+    aggregate.set_defaults(func=cmd_aggregate)
+
+    figures = steps.add_parser("figures", help="the figures of one experiment")
+    figures.add_argument("--table", required=True)
+    figures.add_argument("--history", required=True)
+    figures.add_argument("--spectra", nargs="+", required=True)
+    figures.add_argument("--out-dir", required=True)
+    figures.set_defaults(func=cmd_figures)
+
+    report = steps.add_parser("report", help="render the HTML report")
+    report.add_argument("--meta", required=True, help="experiment titles and config, as JSON")
+    report.add_argument("--tables", nargs="+", required=True)
+    report.add_argument("--figures", nargs="+", required=True, help="<experiment>/<name>.svg files")
+    report.add_argument("--data-info", nargs="+", required=True)
+    report.add_argument("--runs", nargs="+", required=True, help="result.json of every job")
+    report.add_argument("--template-dir", required=True)
+    report.add_argument("--out", required=True)
+    report.set_defaults(func=cmd_report)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (data.DataError, ValueError, KeyError, FileNotFoundError) as error:
+        print(f"rankbias {args.step}: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,517 @@
+"""Data sets: fetch raw files (URL, mirror or system copy, SHA-256 checked) and prepare arrays.
+
+Raw files are verified by the SHA-256 of their *decompressed* payload, so a re-compressed mirror
+copy verifies the same as the canonical download. Prepared data sets are one `.npz` (x_train,
+y_train, x_test, y_test) plus a `.json` that records every choice made on the way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankbias.storage import (
+    atomic_path,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    write_json,
+    write_npz,
+)
+
+MIRROR_ENV = "RANKBIAS_DATA_MIRROR"
+MANIFEST = "manifest.json"
+DOWNLOAD_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class RawFile:
+    name: str
+    sha256: str  # of the decompressed payload
+    md5_note: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a raw data set comes from and how to check it."""
+
+    files: tuple[RawFile, ...]
+    url_bases: tuple[str, ...] = ()
+    archive_url: str = ""  # a .tgz holding the files (California housing)
+    archive_sha256: str = ""
+    system_dirs: tuple[str, ...] = field(default=())
+
+
+_IDX_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+SOURCES: dict[str, Source] = {
+    "mnist": Source(
+        files=tuple(
+            RawFile(name, digest)
+            for name, digest in zip(
+                _IDX_NAMES,
+                (
+                    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                ),
+                strict=True,
+            )
+        ),
+        url_bases=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+    ),
+    "fashion_mnist": Source(
+        files=tuple(
+            RawFile(name, digest)
+            for name, digest in zip(
+                _IDX_NAMES,
+                (
+                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                ),
+                strict=True,
+            )
+        ),
+        url_bases=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+    ),
+    "california_housing": Source(
+        files=(
+            RawFile(
+                "cal_housing.data",
+                "d3d8a1a722ae78f91134862727d27a70b1415e7d512a89140406248687f4b902",
+            ),
+        ),
+        archive_url="https://ndownloader.figshare.com/files/5976036",
+        archive_sha256="aaa5c9a6afe2225cc2aed2723682ae403280c4a3695a2ddda4ffb5d8215ea681",
+    ),
+}
+GENERATED_SOURCES = ("teacher",)
+
+
+class DataError(RuntimeError):
+    """A raw or prepared data file is missing, corrupt or of the wrong version."""
+
+
+# ----------------------------------------------------------------------------- fetching
+
+
+def payload(raw: bytes, name: str) -> bytes:
+    """The bytes a checksum is taken over: decompressed for `.gz` files."""
+    if name.endswith(".gz"):
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise DataError(f"{name}: not a valid gzip file ({error})") from error
+    return raw
+
+
+def check_payload(raw: bytes, expected: RawFile, origin: str) -> None:
+    digest = sha256_bytes(payload(raw, expected.name))
+    if digest != expected.sha256:
+        raise DataError(
+            f"{origin}: SHA-256 of the decompressed payload is {digest}, expected "
+            f"{expected.sha256} for {expected.name}; the file is truncated, corrupt or a "
+            "different version, and was not used"
+        )
+
+
+def _candidates(raw_file: RawFile, source: Source, source_name: str, mirror: str | None):
+    """Local places a raw file may sit, best first: the mirror, then system copies."""
+    dirs = [Path(mirror) / source_name, Path(mirror)] if mirror else []
+    dirs += [Path(d) for d in source.system_dirs]
+    for directory in dirs:
+        yield directory / raw_file.name
+        if raw_file.name.endswith(".gz"):  # a decompressed copy verifies the same
+            yield directory / raw_file.name.removesuffix(".gz")
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        return response.read()
+
+
+def _from_archive(archive: bytes, member_name: str) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            if Path(member.name).name == member_name:
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    return handle.read()
+    raise DataError(f"archive has no member {member_name}")
+
+
+def fetch(source_name: str, dest_dir: str | os.PathLike, mirror: str | None = None) -> dict:
+    """Place every raw file of `source_name` in `dest_dir`, verified; write the manifest last.
+
+    Order: an already present verified file, the mirror folder (`mirror` or $RANKBIAS_DATA_MIRROR),
+    system copies (Debian's dataset packages), then the canonical URLs. A candidate that fails its
+    checksum is reported and skipped, never copied.
+    """
+    if source_name not in SOURCES:
+        raise DataError(f"unknown data source {source_name!r}; known: {', '.join(sorted(SOURCES))}")
+    source = SOURCES[source_name]
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"source": source_name, "files": {}}
+    archive_cache: dict[str, bytes] = {}
+    failures: list[str] = []
+    for raw_file in source.files:
+        target = dest / raw_file.name
+        origin = _place(raw_file, source, source_name, mirror, target, archive_cache, failures)
+        if origin is None:
+            continue
+        manifest["files"][raw_file.name] = {"sha256_payload": raw_file.sha256, "origin": origin}
+    missing = [f.name for f in source.files if f.name not in manifest["files"]]
+    if missing:
+        urls = [base + name for base in source.url_bases for name in missing]
+        urls += [source.archive_url] if source.archive_url else []
+        raise DataError(
+            f"could not obtain {source_name} file(s) {', '.join(missing)}.\n"
+            f"  mirror setting: {mirror or 'unset'} (set ${MIRROR_ENV} or data.mirror in the "
+            f"config to a folder holding {source_name}/<file>)\n"
+            f"  system folders tried: {', '.join(source.system_dirs) or 'none'}\n"
+            f"  URLs tried: {', '.join(urls) or 'none'}\n"
+            "  attempts:\n    " + "\n    ".join(failures)
+        )
+    write_json(dest / MANIFEST, manifest)
+    return manifest
+
+
+def _place(
+    raw_file: RawFile,
+    source: Source,
+    source_name: str,
+    mirror: str | None,
+    target: Path,
+    archive_cache: dict[str, bytes],
+    failures: list[str],
+) -> str | None:
+    """Try each origin of one raw file; return a description of where it came from."""
+    if target.exists():
+        try:
+            check_payload(target.read_bytes(), raw_file, str(target))
+            return f"existing {target}"
+        except DataError as error:
+            failures.append(str(error))
+            target.unlink()
+    for candidate in _candidates(raw_file, source, source_name, mirror):
+        if not candidate.is_file():
+            continue
+        raw = candidate.read_bytes()
+        try:
+            check_payload(raw, RawFile(candidate.name, raw_file.sha256), str(candidate))
+        except DataError as error:
+            failures.append(str(error))
+            continue
+        _write_raw(
+            target, raw, compress=not candidate.name.endswith(".gz") and target.suffix == ".gz"
+        )
+        return f"copy of {candidate}"
+    for base in source.url_bases:
+        url = base + raw_file.name
+        try:
+            raw = _download(url)
+            check_payload(raw, raw_file, url)
+        except (OSError, DataError) as error:
+            failures.append(f"{url}: {error}")
+            continue
+        _write_raw(target, raw)
+        return url
+    if source.archive_url:
+        try:
+            if source.archive_url not in archive_cache:
+                archive = _download(source.archive_url)
+                digest = sha256_bytes(archive)
+                if digest != source.archive_sha256:
+                    raise DataError(f"archive SHA-256 {digest} != {source.archive_sha256}")
+                archive_cache[source.archive_url] = archive
+            raw = _from_archive(archive_cache[source.archive_url], raw_file.name)
+            check_payload(raw, raw_file, source.archive_url)
+        except (OSError, DataError, tarfile.TarError) as error:
+            failures.append(f"{source.archive_url}: {error}")
+            return None
+        _write_raw(target, raw)
+        return source.archive_url
+    failures.append(f"{raw_file.name}: no local copy found")
+    return None
+
+
+def _write_raw(target: Path, raw: bytes, compress: bool = False) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(gzip.compress(raw, mtime=0) if compress else raw)
+
+
+def verify_manifest(raw_dir: str | os.PathLike) -> dict:
+    """Re-check every raw file listed in a manifest before it is used."""
+    raw_dir = Path(raw_dir)
+    manifest = read_json(raw_dir / MANIFEST)
+    for name, entry in manifest["files"].items():
+        path = raw_dir / name
+        if not path.is_file():
+            raise DataError(f"{path}: listed in {raw_dir / MANIFEST} but missing")
+        check_payload(path.read_bytes(), RawFile(name, entry["sha256_payload"]), str(path))
+    return manifest
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse an IDX file (MNIST format): magic, big-endian dims, then unsigned bytes."""
+    raw = payload(Path(path).read_bytes(), str(path))
+    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: header says {tuple(dims)} but holds {data.size} values")
+    return data.reshape(tuple(dims))
+
+
+def read_california_housing(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The 8 features scikit-learn derives from the StatLib file; target in units of $100,000."""
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    if table.shape != (20640, 9):
+        raise DataError(f"{path}: expected 20640 x 9 values, found {table.shape}")
+    lon, lat, age, rooms, bedrooms, population, households, income, value = table.T
+    features = np.column_stack(
+        [
+            income,
+            age,
+            rooms / households,
+            bedrooms / households,
+            population,
+            population / households,
+            lat,
+            lon,
+        ]
+    )
+    names = [
+        "MedInc",
+        "HouseAge",
+        "AveRooms",
+        "AveBedrms",
+        "Population",
+        "AveOccup",
+        "Latitude",
+        "Longitude",
+    ]
+    return features, value / 100_000.0, names
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+def stratified_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a stratified subset: each class keeps its share of `size` (largest remainder)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts / counts.sum() * size
+    take = np.floor(share).astype(int)
+    remainder = size - take.sum()
+    take[np.argsort(-(share - take), kind="stable")[:remainder]] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+        for c, k in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+def _subset(x: np.ndarray, y: np.ndarray, size: int | None, rng, stratify: bool):
+    if size is None or size >= len(x):
+        return x, y
+    index = (
+        stratified_subset(y, size, rng)
+        if stratify
+        else np.sort(rng.choice(len(x), size=size, replace=False))
+    )
+    return x[index], y[index]
+
+
+def prepare(spec: dict, raw_dir: str | os.PathLike | None) -> tuple[dict[str, np.ndarray], dict]:
+    """Build train/test arrays for one configured data set; return them and their provenance."""
+    source = spec["source"]
+    builders = {
+        "mnist": _prepare_idx,
+        "fashion_mnist": _prepare_idx,
+        "california_housing": _prepare_housing,
+        "teacher": _prepare_teacher,
+    }
+    if source not in builders:
+        raise DataError(f"unknown data source {source!r}; known: {', '.join(builders)}")
+    manifest = verify_manifest(raw_dir) if source in SOURCES else None
+    arrays, info = builders[source](spec, Path(raw_dir) if raw_dir else None)
+    info = {
+        "spec": spec,
+        **info,
+        "raw_manifest": manifest,
+        "n_train": len(arrays["x_train"]),
+        "n_test": len(arrays["x_test"]),
+        "n_features": int(arrays["x_train"].shape[1]),
+    }
+    return arrays, info
+
+
+def _prepare_idx(spec: dict, raw_dir: Path):
+    """MNIST-format images: subset (stratified), then scale by the *global* train mean and std.
+
+    Per-pixel standardisation would divide the constant border pixels by ~0; a global scale keeps
+    every input finite and comparable.
+    """
+    rng = np.random.default_rng(spec.get("subset_seed", 0))
+    x_train = read_idx(raw_dir / _IDX_NAMES[0]).reshape(-1, 784).astype(np.float64)
+    y_train = read_idx(raw_dir / _IDX_NAMES[1]).astype(np.int64)
+    x_test = read_idx(raw_dir / _IDX_NAMES[2]).reshape(-1, 784).astype(np.float64)
+    y_test = read_idx(raw_dir / _IDX_NAMES[3]).astype(np.int64)
+    x_train, y_train = _subset(x_train, y_train, spec.get("train_size"), rng, stratify=True)
+    x_test, y_test = _subset(x_test, y_test, spec.get("test_size"), rng, stratify=True)
+    mean, std = float(x_train.mean()), float(x_train.std())
+    arrays = {
+        "x_train": (x_train - mean) / std,
+        "y_train": y_train,
+        "x_test": (x_test - mean) / std,
+        "y_test": y_test,
+    }
+    info = {
+        "task": "classification",
+        "n_classes": 10,
+        "n_outputs": 10,
+        "scaling": {"kind": "global", "mean": mean, "std": std},
+        "class_counts_train": np.bincount(y_train, minlength=10).tolist(),
+    }
+    return arrays, info
+
+
+def _standardise(x_train: np.ndarray, x_test: np.ndarray, clip: float | None):
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    z_train, z_test = (x_train - mean) / std, (x_test - mean) / std
+    max_abs = np.abs(z_train).max(axis=0)
+    if clip is not None:
+        z_train, z_test = np.clip(z_train, -clip, clip), np.clip(z_test, -clip, clip)
+    scaling = {
+        "kind": "per_feature",
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "clip": clip,
+        "max_abs_z_train_before_clip": max_abs.tolist(),
+    }
+    return z_train, z_test, scaling
+
+
+def _prepare_housing(spec: dict, raw_dir: Path):
+    """Seeded train/test split; standardise on the train split; clip the heavy-tailed ratios."""
+    features, target, names = read_california_housing(raw_dir / "cal_housing.data")
+    rng = np.random.default_rng(spec.get("split_seed", 0))
+    order = rng.permutation(len(features))
+    n_test = int(round(spec.get("test_fraction", 0.2) * len(features)))
+    test, train = order[:n_test], order[n_test:]
+    x_train, y_train = _subset(features[train], target[train], spec.get("train_size"), rng, False)
+    x_test, y_test = features[test], target[test]
+    z_train, z_test, scaling = _standardise(x_train, x_test, spec.get("clip", 5.0))
+    arrays = {
+        "x_train": z_train,
+        "y_train": y_train[:, None],
+        "x_test": z_test,
+        "y_test": y_test[:, None],
+    }
+    return arrays, {
+        "task": "regression",
+        "n_outputs": 1,
+        "feature_names": names,
+        "target": "medianHouseValue / 100000",
+        "scaling": scaling,
+    }
+
+
+def _prepare_teacher(spec: dict, raw_dir: Path | None):
+    """Planted-rank control: y = a·relu(W* x) + noise with rank(W*) = k exactly.
+
+    W* = A·B / sqrt(k·n) with Gaussian A (m*×k) and B (k×n), so each pre-activation has unit
+    variance for x ~ N(0, I); a ~ N(0, 1/m*). A net that learns this function needs a first layer
+    of rank k, so a trained V of rank far above or below k is informative.
+    """
+    rng = np.random.default_rng(spec.get("seed", 0))
+    n, width, rank = spec.get("input_dim", 20), spec.get("teacher_width", 32), spec["rank"]
+    if rank > min(n, width):
+        raise DataError(
+            f"teacher rank {rank} exceeds min(input_dim, teacher_width) = {min(n, width)}"
+        )
+    w_star = rng.standard_normal((width, rank)) @ rng.standard_normal((rank, n)) / np.sqrt(rank * n)
+    a_star = rng.standard_normal(width) / np.sqrt(width)
+    noise = spec.get("noise", 0.1)
+
+    def sample(count: int):
+        x = rng.standard_normal((count, n))
+        y = np.maximum(x @ w_star.T, 0.0) @ a_star + noise * rng.standard_normal(count)
+        return x, y[:, None]
+
+    x_train, y_train = sample(spec.get("train_size", 2000))
+    x_test, y_test = sample(spec.get("test_size", 1000))
+    z_train, z_test, scaling = _standardise(x_train, x_test, None)
+    singular = np.linalg.svd(w_star, compute_uv=False)
+    arrays = {
+        "x_train": z_train,
+        "y_train": y_train,
+        "x_test": z_test,
+        "y_test": y_test,
+        "teacher_w": w_star,
+        "teacher_a": a_star,
+    }
+    return arrays, {
+        "task": "regression",
+        "n_outputs": 1,
+        "scaling": scaling,
+        "teacher": {
+            "rank": rank,
+            "width": width,
+            "input_dim": n,
+            "noise": noise,
+            "singular_values": singular[: rank + 1].tolist(),
+        },
+    }
+
+
+def write_prepared(
+    arrays: dict[str, np.ndarray], info: dict, npz_path: str, json_path: str
+) -> None:
+    """Write arrays, then the JSON (with the arrays' hash) so a stale pair is detectable."""
+    write_npz(npz_path, arrays)
+    info = {**info, "npz_sha256": sha256_file(npz_path)}
+    write_json(json_path, info)
+
+
+def load_prepared(npz_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Load a prepared data set; refuse it if it does not match the hash its JSON records."""
+    npz_path = Path(npz_path)
+    json_path = npz_path.with_suffix(".json")
+    info = read_json(json_path)
+    digest = sha256_file(npz_path)
+    if digest != info.get("npz_sha256"):
+        raise DataError(
+            f"{npz_path}: SHA-256 {digest} does not match {info.get('npz_sha256')} "
+            f"recorded in {json_path}; rebuild it (delete both files and rerun)"
+        )
+    with np.load(npz_path) as handle:
+        arrays = {key: handle[key] for key in handle.files}
+    return arrays, info

@@ -1,0 +1,117 @@
+"""Measure a finished training job: one tidy row per (member, layer) at the final weights.
+
+Besides the rank metrics it labels each member `ok`, `diverged` or `collapsed` (science.md): a
+network that died (rank 0, chance accuracy) is excluded from rank evidence, never counted as a
+low-rank bias. Spectra are saved separately for plots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rankbias.spectra import rank_metrics
+
+COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
+
+
+def constant_predictor_loss(y_train: np.ndarray, loss: str) -> float:
+    """Loss of the best input-independent prediction: what a collapsed network achieves."""
+    if loss == "mse":
+        return float(0.5 * np.square(y_train - y_train.mean(axis=0)).sum(axis=1).mean())
+    share = np.bincount(y_train) / len(y_train)
+    share = share[share > 0]
+    return float(-(share * np.log(share)).sum())
+
+
+def chance_accuracy(y_train: np.ndarray) -> float:
+    """Accuracy of always predicting the majority class."""
+    return float(np.bincount(y_train).max() / len(y_train))
+
+
+def member_status(
+    final: pd.DataFrame, diverged_epoch: np.ndarray, const_loss: float, chance: float | None
+) -> tuple[list[str], list[str]]:
+    statuses, reasons = [], []
+    for row, epoch in zip(final.itertuples(), diverged_epoch, strict=True):
+        if epoch >= 0 or not np.isfinite(row.train_loss):
+            statuses.append("diverged")
+            reasons.append(f"non-finite mini-batch loss by epoch {epoch}")
+        elif chance is not None and row.train_acc <= chance + COLLAPSE_MARGIN:
+            statuses.append("collapsed")
+            reasons.append(
+                f"train accuracy {row.train_acc:.3f} <= chance {chance:.3f} + {COLLAPSE_MARGIN}"
+            )
+        elif row.train_loss >= const_loss:
+            statuses.append("collapsed")
+            reasons.append(
+                f"train loss {row.train_loss:.4g} >= constant predictor's {const_loss:.4g}"
+            )
+        else:
+            statuses.append("ok")
+            reasons.append("")
+    return statuses, reasons
+
+
+def measure_job(
+    spec: dict,
+    final_weights: dict[str, np.ndarray],
+    history: pd.DataFrame,
+    diverged_epoch: np.ndarray,
+    y_train: np.ndarray,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Tidy metrics table and spectra {"W{layer}": [M, r]} for one training job."""
+    depth, loss = spec["depth"], spec["loss"]
+    tolerances = {
+        "rank_tol": spec.get("metrics", {}).get("rank_tol", 1e-3),
+        "rel_tol": spec.get("metrics", {}).get("rel_tol", 1e-3),
+    }
+    last = history[(history["epoch"] == history["epoch"].max()) & (history["layer"] == 1)]
+    last = last.sort_values("member").reset_index(drop=True)
+    const_loss = constant_predictor_loss(y_train, loss)
+    chance = chance_accuracy(y_train) if loss == "ce" else None
+    status, reason = member_status(last, diverged_epoch, const_loss, chance)
+    if loss == "ce":
+        gap = (1 - last["test_acc"]) - (1 - last["train_acc"])
+    else:
+        gap = last["test_loss"] - last["train_loss"]
+    base = pd.DataFrame(
+        {
+            "experiment": spec["experiment"],
+            "group": spec["group"],
+            "dataset": spec["dataset"],
+            "loss": loss,
+            "depth": depth,
+            "width": spec["width"],
+            "batch_size": spec["batch_size"],
+            "epochs": spec["epochs"],
+            "member": last["member"],
+            "seed": last["seed"],
+            "lr": last["lr"],
+            "weight_decay": last["weight_decay"],
+            "train_loss": last["train_loss"],
+            "test_loss": last["test_loss"],
+            "train_acc": last["train_acc"],
+            "test_acc": last["test_acc"],
+            "gap": gap,
+            "const_loss": const_loss,
+            "status": status,
+            "status_reason": reason,
+        }
+    )
+    frames, spectra = [], {}
+    for layer in range(1, depth + 1):
+        weights = torch.as_tensor(final_weights[f"W{layer}"], dtype=torch.float64)
+        sigma = torch.linalg.svdvals(torch.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0))
+        sigma[~torch.isfinite(weights).all(dim=(1, 2))] = float("nan")
+        spectra[f"W{layer}"] = sigma.numpy()
+        metrics = rank_metrics(sigma, **tolerances)
+        frame = base.copy()
+        frame["layer"] = layer
+        frame["is_output"] = layer == depth
+        frame["rows"], frame["cols"] = weights.shape[1], weights.shape[2]
+        for name, value in metrics.items():
+            frame[name] = value.numpy()
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True), spectra

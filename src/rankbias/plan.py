@@ -1,0 +1,105 @@
+"""Turn the validated config into training jobs: one job = one ensemble of shared shapes and batch.
+
+An experiment is a list of *runs*; a run is a grid. Axes that change tensor shapes or the batch
+(`depth`, `width`, `batch_size`) split a run into separate ensembles; `lr`, `weight_decay` and
+`seeds` become members of one ensemble, ordered seed-major so that `members_per_job` chunks keep
+whole seeds together. Snakemake and the tests both call `jobs()`, so the plan has one source.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from rankbias.data import GENERATED_SOURCES, SOURCES
+
+SHAPE_AXES = ("depth", "width", "batch_size")
+RUN_DEFAULTS: dict[str, Any] = {
+    "depth": 2,
+    "output_bias": False,
+    "bias_decay": True,
+    "log_every": 5,
+    "members_per_job": None,
+    "eval_batch": 4096,
+}
+
+
+class PlanError(ValueError):
+    """The config describes an impossible or ambiguous plan."""
+
+
+def as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def format_number(value: float) -> str:
+    """Stable short text for a hyper-parameter value (used in names and tables)."""
+    return f"{value:g}"
+
+
+def group_name(run: dict, depth: int, width: int, batch_size: int, chunk: int) -> str:
+    prefix = run.get("name") or run["dataset"]
+    return f"{prefix}_L{depth}_H{width}_B{batch_size}_j{chunk}"
+
+
+def jobs(config: dict) -> dict[tuple[str, str], dict]:
+    """Every training job of the config, keyed by (experiment, group), with its full spec."""
+    planned: dict[tuple[str, str], dict] = {}
+    for experiment, block in config["experiments"].items():
+        for index, raw_run in enumerate(block["runs"]):
+            run = {**RUN_DEFAULTS, **raw_run}
+            dataset = run["dataset"]
+            if dataset not in config["datasets"]:
+                raise PlanError(
+                    f"experiments.{experiment}.runs[{index}].dataset: unknown data set "
+                    f"{dataset!r}; defined in datasets: {', '.join(config['datasets'])}"
+                )
+            members = [
+                {"lr": float(lr), "weight_decay": float(wd), "seed": int(seed)}
+                for seed, lr, wd in itertools.product(
+                    as_list(run["seeds"]), as_list(run["lr"]), as_list(run["weight_decay"])
+                )
+            ]
+            chunk = run["members_per_job"] or len(members)
+            for depth, width, batch_size in itertools.product(
+                *(as_list(run[axis]) for axis in SHAPE_AXES)
+            ):
+                for start in range(0, len(members), chunk):
+                    group = group_name(run, depth, width, batch_size, start // chunk)
+                    if (experiment, group) in planned:
+                        raise PlanError(
+                            f"experiments.{experiment}.runs[{index}]: job {group!r} is produced "
+                            "by two runs; give one of them a distinct `name`"
+                        )
+                    planned[(experiment, group)] = {
+                        "experiment": experiment,
+                        "group": group,
+                        "dataset": dataset,
+                        "loss": run["loss"],
+                        "depth": int(depth),
+                        "width": int(width),
+                        "batch_size": int(batch_size),
+                        "output_bias": bool(run["output_bias"]),
+                        "bias_decay": bool(run["bias_decay"]),
+                        "epochs": int(run["epochs"]),
+                        "log_every": int(run["log_every"]),
+                        "eval_batch": int(run["eval_batch"]),
+                        "device": config.get("device", "auto"),
+                        "dtype": config.get("dtype", "float32"),
+                        "metrics": config.get("metrics", {}),
+                        "members": [
+                            {"member": start + i, **member}
+                            for i, member in enumerate(members[start : start + chunk])
+                        ],
+                    }
+    return planned
+
+
+def dataset_source(config: dict, dataset: str) -> str:
+    return config["datasets"][dataset]["source"]
+
+
+def raw_sources(config: dict) -> list[str]:
+    """Sources that need downloaded files (generated ones such as `teacher` do not)."""
+    used = {dataset_source(config, d) for d in config["datasets"]}
+    return sorted(s for s in used if s in SOURCES and s not in GENERATED_SOURCES)

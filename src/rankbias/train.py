@@ -1,0 +1,244 @@
+"""Train an ensemble of ReLU MLPs with plain mini-batch SGD and coupled weight decay.
+
+Every member has its own initialisation and data order (both from its seed), its own learning rate
+and weight decay; all members share architecture and batch size and step together as stacked
+tensors. The update is exactly `torch.optim.SGD(lr, momentum=0, weight_decay=wd)`:
+W <- W - lr * (grad L_batch + wd * W), i.e. the penalty (wd/2)||W||_F^2 (science.md conventions).
+The backward pass is written out by hand (ReLU MLP, mse or ce), with the update fused into the
+gradient GEMM (`W.mul_(1 - lr*wd).baddbmm_(-lr*delta^T, a)`), so a step never materialises a
+gradient or a temporary of weight size. A member whose mini-batch loss becomes non-finite gets
+learning rate 0 from then on and is marked diverged; the others go on. There is no host
+synchronisation inside an epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rankbias.models import Arch, forward, init_params
+from rankbias.spectra import rank_metrics, singular_values
+
+DATA_SEED_OFFSET = 1_000_003  # data order and initialisation come from different streams
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class TrainResult:
+    init: dict[str, np.ndarray]
+    final: dict[str, np.ndarray]
+    history: pd.DataFrame
+    diverged_epoch: np.ndarray  # -1 for members that never diverged
+    wall_time_s: float
+    device: str
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def losses_and_gradient(
+    outputs: torch.Tensor, targets: torch.Tensor, loss: str, gradient: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean loss per member [M] and its gradient w.r.t. the outputs [M, N, out].
+
+    `mse` is Paper A's (1/2)|f(x) - y|^2 per sample; `ce` is the cross-entropy of the logits.
+    """
+    batch = outputs.shape[1]
+    if loss == "mse":
+        residual = outputs - targets
+        return 0.5 * residual.square().sum(dim=-1).mean(
+            dim=-1
+        ), residual / batch if gradient else None
+    if loss == "ce":
+        log_probs = torch.log_softmax(outputs, dim=-1)
+        picked = targets.unsqueeze(-1)
+        losses = -log_probs.gather(-1, picked).squeeze(-1).mean(dim=-1)
+        if not gradient:
+            return losses, None
+        grad = log_probs.exp()
+        grad.scatter_add_(
+            -1, picked, torch.full(picked.shape, -1.0, dtype=grad.dtype, device=grad.device)
+        )
+        return losses, grad / batch
+    raise ValueError(f"unknown loss {loss!r}; allowed: mse, ce")
+
+
+def member_losses(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    return losses_and_gradient(outputs, targets, loss, gradient=False)[0]
+
+
+@torch.no_grad()
+def sgd_step(
+    params: dict[str, torch.Tensor],
+    cache: list,
+    delta: torch.Tensor,
+    lr: torch.Tensor,
+    weight_shrink: torch.Tensor,
+    bias_shrink: torch.Tensor,
+) -> None:
+    """W <- (1 - lr*wd) W - lr * grad, layer by layer from the output, backprop by hand.
+
+    `delta` is dLoss/d(output) with zeros for frozen members, `lr` is 0 for them and the shrink
+    factors 1, so frozen members do not move. Layer inputs go through nan_to_num so that an
+    overflowed activation of a frozen member cannot turn its 0-step into NaN.
+    """
+    for layer in range(len(cache), 0, -1):
+        inputs, _ = cache[layer - 1]
+        weight, bias = params[f"W{layer}"], params.get(f"b{layer}")
+        step = delta * lr.view(-1, 1, 1)
+        if layer > 1:  # propagate with the weights *before* this step's update
+            delta = torch.bmm(delta, weight) * (cache[layer - 2][1] > 0)
+        weight.mul_(weight_shrink.view(-1, 1, 1)).baddbmm_(
+            step.mT, torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0), alpha=-1
+        )
+        if bias is not None:
+            bias.mul_(bias_shrink.view(-1, 1)).sub_(step.sum(dim=1))
+
+
+@torch.no_grad()
+def evaluate(
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    depth: int,
+    loss: str,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and accuracy (NaN for regression) of every member on a whole split."""
+    members = params["W1"].shape[0]
+    loss_sum = torch.zeros(members, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(members, dtype=torch.float64, device=x.device)
+    for start in range(0, len(x), chunk):
+        xb, yb = x[start : start + chunk], y[start : start + chunk]
+        outputs = forward(params, xb, depth)
+        targets = yb.expand(members, *yb.shape)
+        loss_sum += member_losses(outputs, targets, loss).double() * len(xb)
+        if loss == "ce":
+            correct += (outputs.argmax(dim=-1) == yb).sum(dim=1).double()
+    accuracy = correct / len(x) if loss == "ce" else torch.full_like(correct, float("nan"))
+    return (loss_sum / len(x)).cpu(), accuracy.cpu()
+
+
+def _history_rows(
+    epoch: int,
+    params: dict[str, torch.Tensor],
+    depth: int,
+    train: tuple,
+    test: tuple,
+    alive: torch.Tensor,
+    tolerances: dict,
+) -> list[dict]:
+    rows = []
+    alive = alive.cpu()
+    for layer in range(1, depth + 1):
+        metrics = rank_metrics(singular_values(params[f"W{layer}"]), **tolerances)
+        for member in range(len(alive)):
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "member_index": member,
+                    "layer": layer,
+                    "train_loss": train[0][member].item(),
+                    "test_loss": test[0][member].item(),
+                    "train_acc": train[1][member].item(),
+                    "test_acc": test[1][member].item(),
+                    "diverged": not bool(alive[member]),
+                    **{name: value[member].item() for name, value in metrics.items()},
+                }
+            )
+    return rows
+
+
+def train_ensemble(
+    spec: dict, arrays: dict[str, np.ndarray], log: Callable[[str], None] = print
+) -> TrainResult:
+    """Train every member of `spec["members"]` on the prepared arrays; see the module docstring."""
+    device = resolve_device(spec.get("device", "auto"))
+    dtype = DTYPES[spec.get("dtype", "float32")]
+    loss, depth, batch_size = spec["loss"], spec["depth"], spec["batch_size"]
+    members = spec["members"]
+    count = len(members)
+    label_dtype = torch.long if loss == "ce" else dtype
+    x_train = torch.as_tensor(arrays["x_train"], dtype=dtype, device=device)
+    y_train = torch.as_tensor(arrays["y_train"], dtype=label_dtype, device=device)
+    x_test = torch.as_tensor(arrays["x_test"], dtype=dtype, device=device)
+    y_test = torch.as_tensor(arrays["y_test"], dtype=label_dtype, device=device)
+    out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
+    arch = Arch(x_train.shape[1], spec["width"], depth, out_dim, spec.get("output_bias", False))
+
+    seeds = [m["seed"] for m in members]
+    params = init_params(arch, seeds, dtype, device)
+    init = {name: value.cpu().numpy().copy() for name, value in params.items()}
+    lr = torch.tensor([m["lr"] for m in members], dtype=dtype, device=device)
+    wd = torch.tensor([m["weight_decay"] for m in members], dtype=dtype, device=device)
+    bias_wd = wd if spec.get("bias_decay", True) else torch.zeros_like(wd)
+    data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
+    alive = torch.ones(count, dtype=torch.bool, device=device)
+    diverged_epoch = np.full(count, -1)
+    tolerances = {
+        "rank_tol": spec.get("metrics", {}).get("rank_tol", 1e-3),
+        "rel_tol": spec.get("metrics", {}).get("rel_tol", 1e-3),
+    }
+    chunk = spec.get("eval_batch", 4096)
+    n_train, epochs, log_every = len(x_train), spec["epochs"], spec["log_every"]
+
+    def snapshot(epoch: int) -> list[dict]:
+        train = evaluate(params, x_train, y_train, depth, loss, chunk)
+        test = evaluate(params, x_test, y_test, depth, loss, chunk)
+        dead = (~alive).cpu().numpy() & (diverged_epoch < 0)
+        diverged_epoch[dead] = epoch
+        median = np.nanmedian(train[0].numpy()) if alive.any() else float("nan")
+        log(
+            f"  logged epoch {epoch}: median train loss {median:.4g}, "
+            f"alive {int(alive.sum())}/{count}"
+        )
+        return _history_rows(epoch, params, depth, train, test, alive, tolerances)
+
+    log(
+        f"training {count} members {arch} on {device} ({dtype}), batch {batch_size}, "
+        f"{epochs} epochs of {-(-n_train // batch_size)} steps"
+    )
+    history = snapshot(0)
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
+        order = order.to(device)
+        for start in range(0, n_train, batch_size):
+            index = order[:, start : start + batch_size]
+            cache: list = []
+            outputs = forward(params, x_train[index], depth, cache)
+            batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
+            alive &= torch.isfinite(batch_losses)
+            live_lr = torch.where(alive, lr, 0.0)
+            sgd_step(
+                params,
+                cache,
+                torch.where(alive.view(-1, 1, 1), delta, 0.0),
+                live_lr,
+                1 - live_lr * wd,
+                1 - live_lr * bias_wd,
+            )
+        elapsed = time.perf_counter() - started
+        log(
+            f"epoch {epoch}/{epochs} elapsed {elapsed:.1f}s "
+            f"eta {elapsed / epoch * (epochs - epoch):.1f}s"
+        )
+        if epoch % log_every == 0 or epoch == epochs:
+            history += snapshot(epoch)
+    wall = time.perf_counter() - started
+    final = {name: value.cpu().numpy().copy() for name, value in params.items()}
+    frame = pd.DataFrame(history)
+    ids = pd.DataFrame(members)
+    ids["member_index"] = range(count)
+    frame = ids.merge(frame, on="member_index").drop(columns="member_index")
+    return TrainResult(init, final, frame, diverged_epoch, wall, str(device))

@@ -1,0 +1,132 @@
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from rankbias import data
+
+
+def test_idx_roundtrip(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = b"\x00\x00\x08\x03" + np.array([2, 3, 4], dtype=">u4").tobytes()
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + images.tobytes()))
+    np.testing.assert_array_equal(data.read_idx(path), images)
+
+
+def test_idx_rejects_short_payload(tmp_path):
+    header = b"\x00\x00\x08\x01" + np.array([10], dtype=">u4").tobytes()
+    path = tmp_path / "short-idx1-ubyte"
+    path.write_bytes(header + bytes(9))
+    with pytest.raises(data.DataError, match="header says"):
+        data.read_idx(path)
+
+
+def test_fetch_from_mirror_writes_verified_files(tmp_path, mirror, offline):
+    manifest = data.fetch("california_housing", tmp_path / "raw", str(mirror))
+    entry = manifest["files"]["cal_housing.data"]
+    assert entry["origin"].startswith("copy of ")
+    assert data.sha256_file(tmp_path / "raw" / "cal_housing.data") == entry["sha256_payload"]
+    assert json.loads((tmp_path / "raw" / "manifest.json").read_text()) == manifest
+
+
+def test_corrupt_mirror_file_is_refused_and_leaves_nothing(tmp_path, mirror, offline):
+    bad_mirror = tmp_path / "mirror" / "california_housing"
+    bad_mirror.mkdir(parents=True)
+    original = (mirror / "california_housing" / "cal_housing.data").read_bytes()
+    (bad_mirror / "cal_housing.data").write_bytes(original[: len(original) // 2])
+    dest = tmp_path / "raw"
+    with pytest.raises(data.DataError) as caught:
+        data.fetch("california_housing", dest, str(tmp_path / "mirror"))
+    message = str(caught.value)
+    assert "cal_housing.data" in message
+    assert data.SOURCES["california_housing"].files[0].sha256 in message  # expected checksum
+    assert str(tmp_path / "mirror") in message  # the mirror setting
+    assert "https://ndownloader.figshare.com/files/5976036" in message  # the URL tried
+    assert not any(dest.iterdir()), "a refused file must leave no output behind"
+
+
+def test_corrupt_gzip_in_mirror_is_refused(tmp_path, mirror, offline):
+    bad = tmp_path / "mirror" / "mnist"
+    shutil.copytree(mirror / "mnist", bad)
+    raw = (bad / "train-labels-idx1-ubyte.gz").read_bytes()
+    (bad / "train-labels-idx1-ubyte.gz").write_bytes(raw[:-100])
+    with pytest.raises(data.DataError, match="train-labels-idx1-ubyte.gz"):
+        data.fetch("mnist", tmp_path / "raw", str(tmp_path / "mirror"))
+    assert not (tmp_path / "raw" / "manifest.json").exists()
+
+
+def test_existing_raw_file_that_changed_is_refused_at_prepare(tmp_path, mirror, offline):
+    data.fetch("california_housing", tmp_path / "raw", str(mirror))
+    with open(tmp_path / "raw" / "cal_housing.data", "ab") as handle:
+        handle.write(b"1,2,3\n")
+    with pytest.raises(data.DataError, match="SHA-256"):
+        data.prepare({"source": "california_housing"}, tmp_path / "raw")
+
+
+def test_california_housing_preparation(tmp_path, mirror, offline):
+    data.fetch("california_housing", tmp_path / "raw", str(mirror))
+    spec = {"source": "california_housing", "test_fraction": 0.2, "split_seed": 0, "clip": 5.0}
+    arrays, info = data.prepare(spec, tmp_path / "raw")
+    assert (info["n_train"], info["n_test"], info["n_features"]) == (16512, 4128, 8)
+    assert arrays["y_train"].shape == (16512, 1)
+    assert np.abs(arrays["x_train"]).max() <= 5.0
+    assert max(info["scaling"]["max_abs_z_train_before_clip"]) > 5.0  # clipping was needed
+    # standardisation is fitted on the training split only
+    raw_features, _, _ = data.read_california_housing(tmp_path / "raw" / "cal_housing.data")
+    order = np.random.default_rng(0).permutation(len(raw_features))
+    np.testing.assert_allclose(info["scaling"]["mean"], raw_features[order[4128:]].mean(axis=0))
+    again, _ = data.prepare(spec, tmp_path / "raw")
+    np.testing.assert_array_equal(arrays["x_test"], again["x_test"])
+
+
+def test_mnist_stratified_subset_and_global_scaling(tmp_path, mirror, offline):
+    data.fetch("mnist", tmp_path / "raw", str(mirror))
+    arrays, info = data.prepare(
+        {"source": "mnist", "train_size": 1000, "test_size": 500}, tmp_path / "raw"
+    )
+    full = data.read_idx(tmp_path / "raw" / "train-labels-idx1-ubyte.gz")
+    expected = np.bincount(full) / len(full) * 1000
+    assert np.abs(np.bincount(arrays["y_train"]) - expected).max() < 1.0
+    assert arrays["x_train"].shape == (1000, 784) and len(arrays["y_test"]) == 500
+    assert abs(arrays["x_train"].mean()) < 1e-9 and abs(arrays["x_train"].std() - 1) < 1e-9
+    assert np.isfinite(arrays["x_test"]).all()
+    assert info["scaling"]["kind"] == "global"
+
+
+def test_teacher_has_planted_rank():
+    spec = {
+        "source": "teacher",
+        "rank": 3,
+        "input_dim": 12,
+        "teacher_width": 16,
+        "train_size": 300,
+        "test_size": 100,
+        "seed": 4,
+    }
+    arrays, info = data.prepare(spec, None)
+    singular = np.linalg.svd(arrays["teacher_w"], compute_uv=False)
+    assert (singular > 1e-10 * singular[0]).sum() == 3
+    assert info["teacher"]["rank"] == 3
+    again, _ = data.prepare(spec, None)
+    np.testing.assert_array_equal(arrays["y_train"], again["y_train"])
+
+
+def test_teacher_rank_above_dimension_is_refused():
+    with pytest.raises(data.DataError, match="exceeds"):
+        data.prepare({"source": "teacher", "rank": 30, "input_dim": 10}, None)
+
+
+def test_prepared_file_that_changed_is_refused(tmp_path):
+    arrays, info = data.prepare(
+        {"source": "teacher", "rank": 2, "train_size": 50, "test_size": 20}, None
+    )
+    npz, info_path = tmp_path / "t.npz", tmp_path / "t.json"
+    data.write_prepared(arrays, info, str(npz), str(info_path))
+    loaded, _ = data.load_prepared(npz)
+    np.testing.assert_array_equal(loaded["x_train"], arrays["x_train"])
+    np.savez(npz, **{**arrays, "x_train": arrays["x_train"] + 1})
+    with pytest.raises(data.DataError, match="does not match"):
+        data.load_prepared(npz)

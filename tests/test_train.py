@@ -1,0 +1,179 @@
+"""The ensemble trainer against the textbook loop: nn.Module + torch.optim.SGD, one model alone."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rankbias.models import Arch, init_params
+from rankbias.train import DATA_SEED_OFFSET, train_ensemble
+
+
+def toy_arrays(loss: str, n_train: int = 60, n_features: int = 5, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_train + 20, n_features))
+    if loss == "ce":
+        y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    else:
+        y = np.sin(x[:, :1]) + 0.1 * rng.standard_normal((len(x), 1))
+    return {
+        "x_train": x[:n_train],
+        "y_train": y[:n_train],
+        "x_test": x[n_train:],
+        "y_test": y[n_train:],
+    }
+
+
+def spec_for(
+    members: list[dict],
+    loss: str,
+    depth: int = 2,
+    batch_size: int = 8,
+    epochs: int = 3,
+    dtype: str = "float64",
+) -> dict:
+    return {
+        "loss": loss,
+        "depth": depth,
+        "width": 7,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "log_every": 1,
+        "dtype": dtype,
+        "device": "cpu",
+        "output_bias": False,
+        "bias_decay": True,
+        "members": [{"member": i, **m} for i, m in enumerate(members)],
+    }
+
+
+def reference_training(arrays: dict, spec: dict, member: dict) -> dict[str, np.ndarray]:
+    """One model trained alone the usual way, from the same initialisation and data order."""
+    x = torch.as_tensor(arrays["x_train"])
+    y = torch.as_tensor(arrays["y_train"])
+    out_dim = int(y.max()) + 1 if spec["loss"] == "ce" else y.shape[1]
+    arch = Arch(x.shape[1], spec["width"], spec["depth"], out_dim)
+    start = init_params(arch, [member["seed"]], torch.float64, torch.device("cpu"))
+    layers: list[nn.Module] = []
+    for layer, (fan_out, fan_in) in enumerate(arch.layer_shapes(), start=1):
+        linear = nn.Linear(fan_in, fan_out, bias=arch.has_bias(layer)).double()
+        with torch.no_grad():
+            linear.weight.copy_(start[f"W{layer}"][0])
+            if linear.bias is not None:
+                linear.bias.copy_(start[f"b{layer}"][0])
+        layers += [linear, nn.ReLU()]
+    model = nn.Sequential(*layers[:-1])
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=member["lr"], momentum=0, weight_decay=member["weight_decay"]
+    )
+    generator = torch.Generator().manual_seed(member["seed"] + DATA_SEED_OFFSET)
+    for _ in range(spec["epochs"]):
+        order = torch.randperm(len(x), generator=generator)
+        for begin in range(0, len(x), spec["batch_size"]):
+            index = order[begin : begin + spec["batch_size"]]
+            out = model(x[index])
+            if spec["loss"] == "ce":
+                loss = F.cross_entropy(out, y[index])
+            else:
+                loss = 0.5 * (out - y[index]).square().sum(dim=1).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    weights = {}
+    for layer, linear in enumerate(linears, start=1):
+        weights[f"W{layer}"] = linear.weight.detach().numpy()
+        if linear.bias is not None:
+            weights[f"b{layer}"] = linear.bias.detach().numpy()
+    return weights
+
+
+MEMBERS = [
+    {"lr": 0.05, "weight_decay": 0.0, "seed": 0},
+    {"lr": 0.02, "weight_decay": 0.01, "seed": 1},
+    {"lr": 0.1, "weight_decay": 0.003, "seed": 2},
+    {"lr": 0.05, "weight_decay": 0.03, "seed": 0},
+]
+
+
+@pytest.mark.parametrize("loss,depth,batch_size", [("mse", 2, 8), ("ce", 2, 7), ("mse", 3, 16)])
+def test_each_member_equals_the_model_trained_alone(loss, depth, batch_size):
+    arrays = toy_arrays(loss)
+    spec = spec_for(MEMBERS, loss, depth=depth, batch_size=batch_size)
+    result = train_ensemble(spec, arrays, log=lambda _: None)
+    for index, member in enumerate(MEMBERS):
+        alone = reference_training(arrays, spec, member)
+        for name, weight in alone.items():
+            np.testing.assert_allclose(
+                result.final[name][index],
+                weight,
+                rtol=0,
+                atol=1e-10,
+                err_msg=f"member {index} {name}",
+            )
+
+
+def test_member_does_not_depend_on_its_ensemble():
+    arrays = toy_arrays("ce")
+    together = train_ensemble(spec_for(MEMBERS, "ce"), arrays, log=lambda _: None)
+    alone = train_ensemble(spec_for(MEMBERS[2:3], "ce"), arrays, log=lambda _: None)
+    for name, weight in alone.final.items():
+        np.testing.assert_allclose(together.final[name][2], weight[0], rtol=0, atol=1e-12)
+
+
+def test_diverging_member_is_frozen_and_the_others_go_on():
+    arrays = toy_arrays("mse")
+    healthy = MEMBERS[:2]
+    diverging = {"lr": 1e6, "weight_decay": 0.0, "seed": 5}
+    mixed = train_ensemble(spec_for([*healthy, diverging], "mse"), arrays, log=lambda _: None)
+    alone = train_ensemble(spec_for(healthy, "mse"), arrays, log=lambda _: None)
+    assert list(mixed.diverged_epoch) == [-1, -1, 1]
+    for name in alone.final:
+        np.testing.assert_allclose(mixed.final[name][:2], alone.final[name], rtol=0, atol=1e-12)
+    last = mixed.history[mixed.history["epoch"] == 3]
+    assert last[last["member"] == 2]["diverged"].all()
+    assert not last[last["member"] < 2]["diverged"].any()
+
+
+def test_training_is_deterministic_in_float32():
+    arrays = toy_arrays("ce")
+    spec = spec_for(MEMBERS, "ce", dtype="float32")
+    first = train_ensemble(spec, arrays, log=lambda _: None)
+    second = train_ensemble(spec, arrays, log=lambda _: None)
+    for name in first.final:
+        np.testing.assert_array_equal(first.final[name], second.final[name])
+    assert first.history.equals(second.history)
+
+
+def test_history_logs_every_layer_at_every_logged_epoch():
+    arrays = toy_arrays("mse")
+    result = train_ensemble(spec_for(MEMBERS, "mse", depth=3, epochs=4), arrays, log=lambda _: None)
+    history = result.history
+    assert sorted(history["epoch"].unique()) == [0, 1, 2, 3, 4]
+    assert len(history) == 5 * 3 * len(MEMBERS)
+    for column in (
+        "train_loss",
+        "test_loss",
+        "fro_norm",
+        "rank_galanti",
+        "effective_rank",
+        "residual_2",
+        "weight_decay",
+        "lr",
+        "seed",
+    ):
+        assert column in history
+    start = history[history["epoch"] == 0]
+    assert (start.groupby("seed")["train_loss"].nunique() == 1).all()  # same seed, same init
+
+
+def test_weight_decay_shrinks_weights_without_data_gradient():
+    arrays = toy_arrays("mse")
+    members = [
+        {"lr": 0.05, "weight_decay": 0.0, "seed": 0},
+        {"lr": 0.05, "weight_decay": 0.5, "seed": 0},
+    ]
+    result = train_ensemble(spec_for(members, "mse", epochs=5), arrays, log=lambda _: None)
+    norms = np.linalg.norm(result.final["W1"].reshape(2, -1), axis=1)
+    assert norms[1] < 0.8 * norms[0]

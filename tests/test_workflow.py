@@ -1,0 +1,110 @@
+"""The Snakemake workflow itself: lint, format, dry run, config refusal, a tiny end-to-end run."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+
+BIN = Path(sys.executable).parent
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=900
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(
+        [
+            str(BIN / "snakemake"),
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            *args,
+        ],
+        cwd=workdir,
+        check=check,
+    )
+
+
+def project(tmp_path: Path, config: dict | Path) -> Path:
+    """A user's project folder: config/config.yaml, with the workflow used from this checkout."""
+    (tmp_path / "config").mkdir()
+    target = tmp_path / "config" / "config.yaml"
+    if isinstance(config, Path):
+        shutil.copy(config, target)
+    else:
+        target.write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def test_lint_reports_nothing():
+    result = run([str(BIN / "snakemake"), "--lint"], cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_snakefmt_and_ruff_are_clean():
+    run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"], cwd=ROOT)
+    run([str(BIN / "ruff"), "check", "src", "tests", "benchmarks"], cwd=ROOT)
+
+
+def test_default_config_dry_run_plans_the_audit():
+    result = run([str(BIN / "snakemake"), "-n", "--quiet", "rules"], cwd=ROOT)
+    counts = dict(
+        line.split()[:2]
+        for line in result.stdout.splitlines()
+        if line.split()[:1] and line.split()[0] in {"train", "fetch_dataset", "report"}
+    )
+    assert counts["fetch_dataset"] == "2"
+    assert int(counts["train"]) >= 2
+    assert counts["report"] == "1"
+
+
+def test_bad_config_is_refused_before_any_job(tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["experiments"]["tiny"]["runs"][0]["weight_decay"] = [0, -0.1]
+    workdir = project(tmp_path, config)
+    result = snakemake(workdir, "--cores", "1", check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "weight_decay" in message and "-0.1" in message
+    assert not (workdir / "results").exists() and not (workdir / "resources").exists()
+
+
+@pytest.mark.workflow
+def test_tiny_config_runs_end_to_end(tmp_path):
+    workdir = project(tmp_path, TINY)
+    snakemake(workdir, "--cores", "2")
+    html = (workdir / "results" / "report" / "index.html").read_text()
+    assert "Tiny end-to-end check" in html
+    assert html.count('src="data:image/svg+xml;base64,') == 3
+    assert "http://" not in html.replace("http://www.w3.org", "")
+    assert "<script" not in html and "<link" not in html
+    table = pd.read_csv(workdir / "results" / "tables" / "tiny.csv")
+    # teacher: 4 members x 2 layers; housing: 2 members x (2 + 3 layers)
+    assert len(table) == 4 * 2 + 2 * (2 + 3)
+    assert set(table["status"]) <= {"ok", "diverged", "collapsed"}
+    assert table["rank_galanti"].between(0, 16).all()
+    assert (workdir / "results" / "figures" / "tiny" / "spectra.svg").stat().st_size > 1000
+    # everything is up to date afterwards: nothing reruns
+    assert "Nothing to be done" in snakemake(workdir, "-n").stdout + snakemake(workdir, "-n").stderr
+    # Snakemake's own report bundles the figures and the HTML report
+    snakemake(workdir, "--report", "report.zip")
+    with zipfile.ZipFile(workdir / "report.zip") as bundle:
+        names = bundle.namelist()
+    assert any(name.endswith("spectra.svg") for name in names)
+    assert any(name.endswith("index.html") for name in names)

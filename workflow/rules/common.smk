@@ -1,0 +1,78 @@
+# Helpers only: config validation, the training plan, and input/params functions for the rules.
+import json
+import os
+
+from snakemake.utils import validate
+
+from rankbias import plan
+from rankbias.data import SOURCES
+
+validate(config, schema="../schemas/config.schema.yaml")
+JOBS = plan.jobs(config)
+EXPERIMENTS = sorted(config["experiments"])
+DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
+# Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.
+REPORT_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "index.html.j2")
+
+
+wildcard_constraints:
+    experiment=r"[A-Za-z0-9_.-]+",
+    group=r"[A-Za-z0-9_.-]+",
+    dataset=r"[A-Za-z0-9_.-]+",
+    source=r"[A-Za-z0-9_]+",
+
+
+def data_mirror():
+    """Mirror folder from the config; the CLI falls back to $RANKBIAS_DATA_MIRROR."""
+    return config.get("data", {}).get("mirror") or ""
+
+
+def raw_manifest(wildcards):
+    source = plan.dataset_source(config, wildcards.dataset)
+    return f"resources/raw/{source}/manifest.json" if source in SOURCES else []
+
+
+def dataset_spec(wildcards):
+    return json.dumps(config["datasets"][wildcards.dataset], sort_keys=True)
+
+
+def job_spec(wildcards):
+    return JOBS[(wildcards.experiment, wildcards.group)]
+
+
+def train_spec(wildcards):
+    return json.dumps(job_spec(wildcards), sort_keys=True)
+
+
+def train_data(wildcards):
+    return f"results/data/{job_spec(wildcards)['dataset']}.npz"
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes: generous for CPU laptops; clusters override per profile."""
+    spec = job_spec(wildcards)
+    return 30 * attempt + spec["epochs"] * len(spec["members"]) // 10
+
+
+def experiment_groups(experiment):
+    return sorted(group for exp, group in JOBS if exp == experiment)
+
+
+def experiment_files(pattern):
+    """Input function: `pattern` expanded over every job of the wildcard's experiment."""
+
+    def files(wildcards):
+        return [
+            pattern.format(experiment=wildcards.experiment, group=group)
+            for group in experiment_groups(wildcards.experiment)
+        ]
+
+    return files
+
+
+def report_meta():
+    experiments = {
+        name: {key: block.get(key) for key in ("title", "description", "claims")}
+        for name, block in config["experiments"].items()
+    }
+    return json.dumps({"experiments": experiments, "config": config}, sort_keys=True)

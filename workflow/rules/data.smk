@@ -1,0 +1,32 @@
+rule fetch_dataset:
+    output:
+        manifest="resources/raw/{source}/manifest.json",
+    log:
+        "logs/fetch_dataset/{source}.log",
+    localrule: True
+    conda:
+        "../../envs/rankbias.yaml"
+    params:
+        mirror=data_mirror(),
+    shell:
+        "python -m rankbias fetch --source {wildcards.source} --manifest {output.manifest} --mirror={params.mirror:q} > {log} 2>&1"
+
+
+rule prepare_dataset:
+    input:
+        raw=raw_manifest,
+    output:
+        npz="results/data/{dataset}.npz",
+        info="results/data/{dataset}.json",
+    log:
+        "logs/prepare_dataset/{dataset}.log",
+    conda:
+        "../../envs/rankbias.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        spec=dataset_spec,
+    shell:
+        "python -m rankbias prepare --spec {params.spec:q} --raw-manifest={input.raw:q} --out-npz {output.npz} --out-json {output.info} > {log} 2>&1"

@@ -1,0 +1,21 @@
+rule train:
+    input:
+        data=train_data,
+    output:
+        final="results/runs/{experiment}/{group}/final.npz",
+        init="results/runs/{experiment}/{group}/init.npz",
+        history="results/runs/{experiment}/{group}/history.csv",
+        result="results/runs/{experiment}/{group}/result.json",
+    log:
+        "logs/train/{experiment}/{group}.log",
+    conda:
+        "../../envs/rankbias.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=train_runtime,
+    params:
+        spec=train_spec,
+        out_dir=subpath(output.result, parent=True),
+    shell:
+        "python -m rankbias train --spec {params.spec:q} --data {input.data} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
