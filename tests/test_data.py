@@ -130,3 +130,19 @@ def test_prepared_file_that_changed_is_refused(tmp_path):
     np.savez(npz, **{**arrays, "x_train": arrays["x_train"] + 1})
     with pytest.raises(data.DataError, match="does not match"):
         data.load_prepared(npz)
+
+
+FASHION_DIR = data.SOURCES["fashion_mnist"].system_dirs[0]
+
+
+@pytest.mark.skipif(
+    not (data.Path(FASHION_DIR) / "train-labels-idx1-ubyte.gz").is_file(),
+    reason=f"Debian's dataset-fashion-mnist is not installed ({FASHION_DIR}); .ci/run installs it",
+)
+def test_fashion_mnist_comes_from_the_debian_package(tmp_path, offline, monkeypatch):
+    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+    manifest = data.fetch("fashion_mnist", tmp_path / "raw", None)
+    assert all(e["origin"].startswith(f"copy of {FASHION_DIR}") for e in manifest["files"].values())
+    arrays, info = data.prepare({"source": "fashion_mnist", "train_size": 600}, tmp_path / "raw")
+    assert arrays["x_test"].shape == (10000, 784) and info["n_train"] == 600
+    assert sorted(np.unique(arrays["y_train"])) == list(range(10))

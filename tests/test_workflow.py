@@ -62,16 +62,21 @@ def test_snakefmt_and_ruff_are_clean():
     run([str(BIN / "ruff"), "check", "src", "tests", "benchmarks"], cwd=ROOT)
 
 
-def test_default_config_dry_run_plans_the_audit():
-    result = run([str(BIN / "snakemake"), "-n", "--quiet", "rules"], cwd=ROOT)
-    counts = dict(
-        line.split()[:2]
-        for line in result.stdout.splitlines()
-        if line.split()[:1] and line.split()[0] in {"train", "fetch_dataset", "report"}
+def test_default_config_dry_run_plans_the_audit(tmp_path):
+    workdir = project(tmp_path, ROOT / "config" / "config.yaml")
+    result = snakemake(workdir, "-n", "--quiet", "rules")
+    counts = {
+        fields[0]: int(fields[1])
+        for fields in (line.split() for line in result.stdout.splitlines())
+        if len(fields) == 2 and fields[1].isdigit()
+    }
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    runs = config["experiments"]["wd_sweep"]["runs"]
+    assert counts["fetch_dataset"] == 2  # MNIST and California housing
+    assert counts["train"] == sum(
+        len(run["seeds"]) * len(run["weight_decay"]) // run["members_per_job"] for run in runs
     )
-    assert counts["fetch_dataset"] == "2"
-    assert int(counts["train"]) >= 2
-    assert counts["report"] == "1"
+    assert counts["measure"] == counts["train"] and counts["report"] == 1
 
 
 def test_bad_config_is_refused_before_any_job(tmp_path):

@@ -126,7 +126,11 @@ def payload(raw: bytes, name: str) -> bytes:
 
 
 def check_payload(raw: bytes, expected: RawFile, origin: str) -> None:
-    digest = sha256_bytes(payload(raw, expected.name))
+    """Refuse a file whose decompressed payload does not hash to the expected SHA-256."""
+    try:
+        digest = sha256_bytes(payload(raw, expected.name))
+    except DataError as error:
+        digest = f"unreadable ({error})"
     if digest != expected.sha256:
         raise DataError(
             f"{origin}: SHA-256 of the decompressed payload is {digest}, expected "
@@ -208,6 +212,7 @@ def _place(
     failures: list[str],
 ) -> str | None:
     """Try each origin of one raw file; return a description of where it came from."""
+    local_copies = 0
     if target.exists():
         try:
             check_payload(target.read_bytes(), raw_file, str(target))
@@ -218,6 +223,7 @@ def _place(
     for candidate in _candidates(raw_file, source, source_name, mirror):
         if not candidate.is_file():
             continue
+        local_copies += 1
         raw = candidate.read_bytes()
         try:
             check_payload(raw, RawFile(candidate.name, raw_file.sha256), str(candidate))
@@ -228,6 +234,8 @@ def _place(
             target, raw, compress=not candidate.name.endswith(".gz") and target.suffix == ".gz"
         )
         return f"copy of {candidate}"
+    if not local_copies:
+        failures.append(f"{raw_file.name}: no copy in the mirror or system folders")
     for base in source.url_bases:
         url = base + raw_file.name
         try:
@@ -253,7 +261,6 @@ def _place(
             return None
         _write_raw(target, raw)
         return source.archive_url
-    failures.append(f"{raw_file.name}: no local copy found")
     return None
 
 

@@ -45,9 +45,11 @@ def _save(figure: plt.Figure, path: Path) -> None:
 
 
 def _wd_colors(values) -> dict[float, tuple]:
+    """Ordered colours from the dark 85 % of viridis: its last yellows are unreadable on white."""
     ordered = sorted(set(values))
-    colors = sns.color_palette(PALETTE, n_colors=max(len(ordered), 2))
-    return dict(zip(ordered, colors, strict=False))
+    colormap = matplotlib.colormaps[PALETTE]
+    positions = np.linspace(0.0, 0.85, max(len(ordered), 2))
+    return {wd: colormap(position) for wd, position in zip(ordered, positions, strict=False)}
 
 
 def spectra_figure(table: pd.DataFrame, spectra: dict[str, dict[str, np.ndarray]], path: Path):
@@ -58,6 +60,8 @@ def spectra_figure(table: pd.DataFrame, spectra: dict[str, dict[str, np.ndarray]
     colors = _wd_colors(first["weight_decay"])
     for axis, setting in zip(axes[0], settings, strict=True):
         rows = first[(first["setting"] == setting) & (first["status"] == "ok")]
+        if rows.empty:
+            axis.text(0.5, 0.5, "no member trained normally", ha="center", transform=axis.transAxes)
         for wd, by_wd in rows.groupby("weight_decay"):
             curves = np.stack(
                 [
@@ -72,16 +76,17 @@ def spectra_figure(table: pd.DataFrame, spectra: dict[str, dict[str, np.ndarray]
                 color=colors[wd],
                 label=f"wd={format_number(wd)}",
             )
+        rank_bound = min(first.loc[first["setting"] == setting, ["rows", "cols"]].iloc[0])
         axis.set(
             yscale="log",
-            xscale="log",
+            xscale="log" if rank_bound > 20 else "linear",
             title=setting,
             xlabel="index i",
             ylabel="σ_i / σ_1 of W1 (median over seeds)",
         )
         axis.axvline(2, color="0.6", linestyle=":", linewidth=1)
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, frameon=False, loc="lower left")
+    axes[0][-1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.tight_layout()
     _save(figure, path)
 
@@ -176,7 +181,7 @@ def dynamics_figure(history: pd.DataFrame, path: Path, layer: int = 1):
                 axis.set_yscale("log")
             axis.grid(alpha=0.3)
         axes[-1][col].set_xlabel("epoch")
-    axes[0][-1].legend(fontsize=7, frameon=False)
+    axes[0][-1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.tight_layout()
     _save(figure, path)
 

@@ -213,12 +213,14 @@ def train_ensemble(
     for epoch in range(1, epochs + 1):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
         order = order.to(device)
+        loss_sum = torch.zeros(count, dtype=torch.float64, device=device)  # read once per epoch
         for start in range(0, n_train, batch_size):
             index = order[:, start : start + batch_size]
             cache: list = []
             outputs = forward(params, x_train[index], depth, cache)
             batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
             alive &= torch.isfinite(batch_losses)
+            loss_sum += batch_losses.double() * index.shape[1]
             live_lr = torch.where(alive, lr, 0.0)
             sgd_step(
                 params,
@@ -229,9 +231,10 @@ def train_ensemble(
                 1 - live_lr * bias_wd,
             )
         elapsed = time.perf_counter() - started
+        epoch_loss = (loss_sum / n_train)[alive].median().item() if alive.any() else float("nan")
         log(
-            f"epoch {epoch}/{epochs} elapsed {elapsed:.1f}s "
-            f"eta {elapsed / epoch * (epochs - epoch):.1f}s"
+            f"epoch {epoch}/{epochs} mean batch loss (median over live members) {epoch_loss:.4g} "
+            f"elapsed {elapsed:.1f}s eta {elapsed / epoch * (epochs - epoch):.1f}s"
         )
         if epoch % log_every == 0 or epoch == epochs:
             history += snapshot(epoch)

@@ -1,8 +1,17 @@
 # Helpers only: config validation, the training plan, and input/params functions for the rules.
 import json
 import os
+import sys
 
 from snakemake.utils import validate
+
+# The workflow and its jobs use the rankbias package of this checkout, installed or not: jobs in
+# conda envs or on cluster nodes find it through PYTHONPATH (SLURM jobs get --export=ALL).
+SOURCE_DIR = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SOURCE_DIR)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [SOURCE_DIR, os.environ.get("PYTHONPATH")]))
+)
 
 from rankbias import plan
 from rankbias.data import SOURCES
