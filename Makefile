@@ -3,6 +3,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# Jobs call `python -m rankbias`: the environment's interpreter must come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: audit test setup
 

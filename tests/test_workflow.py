@@ -17,9 +17,8 @@ TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=900
-    )
+    env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

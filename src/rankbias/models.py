@@ -8,6 +8,7 @@ all members at once, which is what makes a sweep of many small models fast.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,3 +82,25 @@ def forward(
             cache.append((hidden, pre))
         hidden = torch.relu(pre) if layer < depth else pre
     return hidden
+
+
+def backward(
+    params: dict[str, torch.Tensor],
+    cache: list,
+    delta: torch.Tensor,
+    visit: Callable[[int, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """Backpropagate dLoss/d(output) `delta` [M, N, out] through the cached forward pass.
+
+    Calls `visit(layer, delta_l, input_l)` from the last layer down, where delta_l = dLoss/d(pre-
+    activation of layer l), so that the weight gradient is delta_l^T input_l and the bias gradient
+    delta_l summed over samples. The next delta is computed *before* `visit`, which may therefore
+    update the layer's weights in place (a fused SGD step).
+    """
+    for layer in range(len(cache), 0, -1):
+        inputs, _ = cache[layer - 1]
+        below = None
+        if layer > 1:
+            below = torch.bmm(delta, params[f"W{layer}"]) * (cache[layer - 2][1] > 0)
+        visit(layer, delta, inputs)
+        delta = below

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rankbias.models import Arch, forward, init_params
+from rankbias.models import Arch, backward, forward, init_params
 from rankbias.spectra import rank_metrics, singular_values
 
 DATA_SEED_OFFSET = 1_000_003  # data order and initialisation come from different streams
@@ -85,24 +85,27 @@ def sgd_step(
     lr: torch.Tensor,
     weight_shrink: torch.Tensor,
     bias_shrink: torch.Tensor,
+    first_shrink: torch.Tensor | None = None,
 ) -> None:
     """W <- (1 - lr*wd) W - lr * grad, layer by layer from the output, backprop by hand.
 
     `delta` is dLoss/d(output) with zeros for frozen members, `lr` is 0 for them and the shrink
     factors 1, so frozen members do not move. Layer inputs go through nan_to_num so that an
-    overflowed activation of a frozen member cannot turn its 0-step into NaN.
+    overflowed activation of a frozen member cannot turn its 0-step into NaN. `first_shrink`, when
+    given, replaces `weight_shrink` for W1 = V (a data-dependent weight decay, Paper A's g(x, y)).
     """
-    for layer in range(len(cache), 0, -1):
-        inputs, _ = cache[layer - 1]
+
+    def update(layer: int, delta_layer: torch.Tensor, inputs: torch.Tensor) -> None:
+        step = delta_layer * lr.view(-1, 1, 1)
         weight, bias = params[f"W{layer}"], params.get(f"b{layer}")
-        step = delta * lr.view(-1, 1, 1)
-        if layer > 1:  # propagate with the weights *before* this step's update
-            delta = torch.bmm(delta, weight) * (cache[layer - 2][1] > 0)
-        weight.mul_(weight_shrink.view(-1, 1, 1)).baddbmm_(
+        shrink = weight_shrink if layer > 1 or first_shrink is None else first_shrink
+        weight.mul_(shrink.view(-1, 1, 1)).baddbmm_(
             step.mT, torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0), alpha=-1
         )
         if bias is not None:
             bias.mul_(bias_shrink.view(-1, 1)).sub_(step.sum(dim=1))
+
+    backward(params, cache, delta, update)
 
 
 @torch.no_grad()
