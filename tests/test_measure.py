@@ -46,7 +46,9 @@ def test_status_labels_and_tidy_rows():
         "epochs": 5,
     }
     history = _history([0.1, np.log(2), np.nan], [0.97, 0.5, np.nan])
-    table, spectra = measure_job(spec, weights, history, np.array([-1, -1, 3]), labels)
+    spec["members"] = [{"member": i, "seed": 0, "lr": 0.1, "weight_decay": 0.0} for i in range(3)]
+    arrays = {"x_train": rng.standard_normal((200, 4)), "y_train": labels}
+    table, spectra = measure_job(spec, weights, history, np.array([-1, -1, 3]), arrays)
     first = table[table["layer"] == 1].set_index("member")
     assert list(first["status"]) == ["ok", "collapsed", "diverged"]
     assert "chance" in first.loc[1, "status_reason"]

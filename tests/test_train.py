@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankbias.models import Arch, init_params
-from rankbias.train import DATA_SEED_OFFSET, train_ensemble
+from rankbias.train import DATA_SEED_OFFSET, decay_weights, schedule, train_ensemble
 
 
 def toy_arrays(loss: str, n_train: int = 60, n_features: int = 5, seed: int = 0) -> dict:
@@ -48,8 +48,12 @@ def spec_for(
     }
 
 
-def reference_training(arrays: dict, spec: dict, member: dict) -> dict[str, np.ndarray]:
-    """One model trained alone the usual way, from the same initialisation and data order."""
+def reference_training(
+    arrays: dict, spec: dict, member: dict, v_weights: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """One model trained alone the usual way, from the same initialisation and data order.
+
+    With `v_weights`, V = W1 is decayed by wd·mean(v_weights over the batch) instead of wd."""
     x = torch.as_tensor(arrays["x_train"])
     y = torch.as_tensor(arrays["y_train"])
     out_dim = int(y.max()) + 1 if spec["loss"] == "ce" else y.shape[1]
@@ -64,9 +68,8 @@ def reference_training(arrays: dict, spec: dict, member: dict) -> dict[str, np.n
                 linear.bias.copy_(start[f"b{layer}"][0])
         layers += [linear, nn.ReLU()]
     model = nn.Sequential(*layers[:-1])
-    optimiser = torch.optim.SGD(
-        model.parameters(), lr=member["lr"], momentum=0, weight_decay=member["weight_decay"]
-    )
+    decay = 0.0 if v_weights is not None else member["weight_decay"]
+    optimiser = torch.optim.SGD(model.parameters(), lr=member["lr"], momentum=0, weight_decay=decay)
     generator = torch.Generator().manual_seed(member["seed"] + DATA_SEED_OFFSET)
     for _ in range(spec["epochs"]):
         order = torch.randperm(len(x), generator=generator)
@@ -79,6 +82,12 @@ def reference_training(arrays: dict, spec: dict, member: dict) -> dict[str, np.n
                 loss = 0.5 * (out - y[index]).square().sum(dim=1).mean()
             optimiser.zero_grad()
             loss.backward()
+            if v_weights is not None:
+                with torch.no_grad():
+                    for parameter in model.parameters():
+                        batch_mean = float(v_weights[index.numpy()].mean())
+                        factor = batch_mean if parameter is layers[0].weight else 1.0
+                        parameter.grad += member["weight_decay"] * factor * parameter
             optimiser.step()
     linears = [m for m in model if isinstance(m, nn.Linear)]
     weights = {}
@@ -112,6 +121,31 @@ def test_each_member_equals_the_model_trained_alone(loss, depth, batch_size):
                 atol=1e-10,
                 err_msg=f"member {index} {name}",
             )
+
+
+def test_data_dependent_weight_decay_of_v_matches_a_hand_written_reference():
+    arrays = toy_arrays("mse")
+    members = [
+        {**m, "wd_function": form}
+        for m, form in zip(
+            MEMBERS, ["input_norm", "constant", "target_abs", "input_norm"], strict=True
+        )
+    ]
+    spec = spec_for(members, "mse")
+    result = train_ensemble(spec, arrays, log=lambda _: None)
+    for index, member in enumerate(members):
+        weights = decay_weights(member["wd_function"], arrays["x_train"], arrays["y_train"])
+        alone = reference_training(arrays, spec, member, weights)
+        for name, weight in alone.items():
+            np.testing.assert_allclose(result.final[name][index], weight, rtol=0, atol=1e-10)
+    constant = train_ensemble(spec_for(MEMBERS[3:], "mse"), arrays, log=lambda _: None)
+    assert not np.allclose(constant.final["W1"][0], result.final["W1"][3], rtol=0, atol=1e-6)
+
+
+def test_steps_round_up_to_whole_epochs_and_default_logging():
+    assert schedule({"batch_size": 10, "steps": 25, "epochs": None}, n_train=100) == (3, 1)
+    assert schedule({"batch_size": 10, "epochs": 60}, n_train=100) == (60, 10)
+    assert schedule({"batch_size": 10, "epochs": 60, "log_every": 7}, n_train=100) == (60, 7)
 
 
 def test_member_does_not_depend_on_its_ensemble():

@@ -7,10 +7,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT
+
+from rankbias import plan
 
 BIN = Path(sys.executable).parent
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -70,11 +73,10 @@ def test_default_config_dry_run_plans_the_audit(tmp_path):
         if len(fields) == 2 and fields[1].isdigit()
     }
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    runs = config["experiments"]["wd_sweep"]["runs"]
-    assert counts["fetch_dataset"] == 2  # MNIST and California housing
-    assert counts["train"] == sum(
-        len(run["seeds"]) * len(run["weight_decay"]) // run["members_per_job"] for run in runs
-    )
+    sources = {spec["source"] for spec in config["datasets"].values()} - {"teacher"}
+    assert counts["fetch_dataset"] == len(sources) == 3  # MNIST, Fashion-MNIST, housing
+    assert counts["train"] == len(plan.jobs(config))
+    assert counts["figures"] == len(config["experiments"])
     assert counts["measure"] == counts["train"] and counts["report"] == 1
 
 
@@ -95,12 +97,19 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     snakemake(workdir, "--cores", "2")
     html = (workdir / "results" / "report" / "index.html").read_text()
     assert "Tiny end-to-end check" in html
-    assert html.count('src="data:image/svg+xml;base64,') == 3
+    assert html.count('src="data:image/svg+xml;base64,') == 4 * 2  # 4 figures, 2 experiments
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "<script" not in html and "<link" not in html
     table = pd.read_csv(workdir / "results" / "tables" / "tiny.csv")
     # teacher: 4 members x 2 layers; housing: 2 members x (2 + 3 layers)
     assert len(table) == 4 * 2 + 2 * (2 + 3)
+    first = table[table["layer"] == 1]
+    assert first["eps_batch_max"].notna().all() and (first["eps_batch_max"] > 0).all()
+    assert np.isinf(first.loc[first["weight_decay"] == 0, "thm26_bound"]).all()
+    assert first[["units_dead", "units_linear"]].stack().between(0, 1).all()
+    batch = pd.read_csv(workdir / "results" / "tables" / "tiny_batch.csv")
+    assert sorted(batch["batch_size"].unique()) == [16, 200]
+    assert set(batch["wd_function"]) == {"constant", "target_abs"}
     assert set(table["status"]) <= {"ok", "diverged", "collapsed"}
     assert table["rank_galanti"].between(0, 16).all()
     assert (workdir / "results" / "figures" / "tiny" / "spectra.svg").stat().st_size > 1000

@@ -82,7 +82,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
         final,
         pd.read_csv(run / "history.csv"),
         np.asarray(record["diverged_epoch"]),
-        arrays["y_train"],
+        arrays,
     )
     write_csv(args.out_table, table)
     members = np.asarray(sorted(m["member"] for m in record["spec"]["members"]))
@@ -172,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
     figures.add_argument("--history", required=True)
     figures.add_argument("--spectra", nargs="+", required=True)
     figures.add_argument("--out-dir", required=True)
+    figures.add_argument("--sweep", default="weight_decay", help="the x axis of the figures")
     figures.set_defaults(func=cmd_figures)
 
     report = steps.add_parser("report", help="render the HTML report")

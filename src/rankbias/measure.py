@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rankbias.paper_a import eps_batch, theorem_26, unit_states
 from rankbias.spectra import rank_metrics
+from rankbias.train import decay_weights
 
 COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
 
@@ -54,14 +56,65 @@ def member_status(
     return statuses, reasons
 
 
+def paper_a_columns(
+    spec: dict,
+    final_weights: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray],
+    fro_norm: torch.Tensor,
+    residual_2: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """eps_batch (max, mean, full batch), Thm 2.6's bound and ratio, distance to rank 2, and
+    unit states, per member: the V-only columns of the first-layer rows."""
+    settings = spec.get("metrics", {})
+    loss, members = spec["loss"], spec["members"]
+    dtype = torch.float64
+    params = {k: torch.as_tensor(v, dtype=dtype) for k, v in final_weights.items()}
+    finite = torch.stack([torch.isfinite(v.flatten(1)).all(dim=1) for v in params.values()]).all(0)
+    params = {k: torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in params.items()}
+    x_train = torch.as_tensor(arrays["x_train"], dtype=dtype)
+    y_train = torch.as_tensor(arrays["y_train"], dtype=torch.long if loss == "ce" else dtype)
+    weight_decay = torch.tensor([m["weight_decay"] for m in members], dtype=dtype)
+    forms = [m.get("wd_function", "constant") for m in members]
+    v_weights = None
+    if any(form != "constant" for form in forms):
+        v_weights = torch.stack(
+            [
+                torch.as_tensor(decay_weights(f, arrays["x_train"], arrays["y_train"]), dtype=dtype)
+                for f in forms
+            ]
+        )
+    eps = eps_batch(
+        params,
+        x_train,
+        y_train,
+        spec["depth"],
+        loss,
+        spec["batch_size"],
+        weight_decay,
+        [m["seed"] for m in members],
+        settings.get("eps_epochs", 3),
+        v_weights,
+        spec.get("eval_batch", 4096),
+    )
+    columns = {
+        **eps,
+        **theorem_26(eps["eps_batch_max"], weight_decay, spec["batch_size"], fro_norm),
+        "dist_rank2": residual_2 * fro_norm,
+        **unit_states(params, x_train),
+    }
+    nan = torch.tensor(float("nan"), dtype=dtype)
+    return {name: torch.where(finite, value.double(), nan) for name, value in columns.items()}
+
+
 def measure_job(
     spec: dict,
     final_weights: dict[str, np.ndarray],
     history: pd.DataFrame,
     diverged_epoch: np.ndarray,
-    y_train: np.ndarray,
+    arrays: dict[str, np.ndarray],
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Tidy metrics table and spectra {"W{layer}": [M, r]} for one training job."""
+    y_train = arrays["y_train"]
     depth, loss = spec["depth"], spec["loss"]
     tolerances = {
         "rank_tol": spec.get("metrics", {}).get("rank_tol", 1e-3),
@@ -85,11 +138,12 @@ def measure_job(
             "depth": depth,
             "width": spec["width"],
             "batch_size": spec["batch_size"],
-            "epochs": spec["epochs"],
+            "epochs": int(history["epoch"].max()),
             "member": last["member"],
             "seed": last["seed"],
             "lr": last["lr"],
             "weight_decay": last["weight_decay"],
+            "wd_function": last.get("wd_function", "constant"),
             "train_loss": last["train_loss"],
             "test_loss": last["test_loss"],
             "train_acc": last["train_acc"],
@@ -113,5 +167,10 @@ def measure_job(
         frame["rows"], frame["cols"] = weights.shape[1], weights.shape[2]
         for name, value in metrics.items():
             frame[name] = value.numpy()
+        if layer == 1:
+            for name, value in paper_a_columns(
+                spec, final_weights, arrays, metrics["fro_norm"], metrics["residual_2"]
+            ).items():
+                frame[name] = value.numpy()
         frames.append(frame)
     return pd.concat(frames, ignore_index=True), spectra

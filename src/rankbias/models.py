@@ -104,3 +104,34 @@ def backward(
             below = torch.bmm(delta, params[f"W{layer}"]) * (cache[layer - 2][1] > 0)
         visit(layer, delta, inputs)
         delta = below
+
+
+def losses_and_gradient(
+    outputs: torch.Tensor, targets: torch.Tensor, loss: str, gradient: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean loss per member [M] and its gradient w.r.t. the outputs [M, N, out].
+
+    `mse` is Paper A's (1/2)|f(x) - y|^2 per sample; `ce` is the cross-entropy of the logits.
+    """
+    batch = outputs.shape[1]
+    if loss == "mse":
+        residual = outputs - targets
+        return 0.5 * residual.square().sum(dim=-1).mean(
+            dim=-1
+        ), residual / batch if gradient else None
+    if loss == "ce":
+        log_probs = torch.log_softmax(outputs, dim=-1)
+        picked = targets.unsqueeze(-1)
+        losses = -log_probs.gather(-1, picked).squeeze(-1).mean(dim=-1)
+        if not gradient:
+            return losses, None
+        grad = log_probs.exp()
+        grad.scatter_add_(
+            -1, picked, torch.full(picked.shape, -1.0, dtype=grad.dtype, device=grad.device)
+        )
+        return losses, grad / batch
+    raise ValueError(f"unknown loss {loss!r}; allowed: mse, ce")
+
+
+def member_losses(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    return losses_and_gradient(outputs, targets, loss, gradient=False)[0]

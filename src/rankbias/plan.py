@@ -18,9 +18,12 @@ RUN_DEFAULTS: dict[str, Any] = {
     "depth": 2,
     "output_bias": False,
     "bias_decay": True,
-    "log_every": 5,
+    "epochs": None,
+    "steps": None,
+    "log_every": None,
     "members_per_job": None,
     "eval_batch": 4096,
+    "wd_function": "constant",
 }
 
 
@@ -54,10 +57,19 @@ def jobs(config: dict) -> dict[tuple[str, str], dict]:
                     f"experiments.{experiment}.runs[{index}].dataset: unknown data set "
                     f"{dataset!r}; defined in datasets: {', '.join(config['datasets'])}"
                 )
+            where = f"experiments.{experiment}.runs[{index}]"
+            if (run["epochs"] is None) == (run["steps"] is None):
+                raise PlanError(f"{where}: give exactly one of `epochs` and `steps`")
+            forms = as_list(run["wd_function"])
+            if run["loss"] == "ce" and "target_abs" in forms:
+                raise PlanError(
+                    f"{where}.wd_function: target_abs needs a regression target (loss mse); "
+                    "allowed with ce: constant, input_norm"
+                )
             members = [
-                {"lr": float(lr), "weight_decay": float(wd), "seed": int(seed)}
-                for seed, lr, wd in itertools.product(
-                    as_list(run["seeds"]), as_list(run["lr"]), as_list(run["weight_decay"])
+                {"lr": float(lr), "weight_decay": float(wd), "seed": int(seed), "wd_function": g}
+                for seed, lr, wd, g in itertools.product(
+                    as_list(run["seeds"]), as_list(run["lr"]), as_list(run["weight_decay"]), forms
                 )
             ]
             chunk = run["members_per_job"] or len(members)
@@ -81,8 +93,9 @@ def jobs(config: dict) -> dict[tuple[str, str], dict]:
                         "batch_size": int(batch_size),
                         "output_bias": bool(run["output_bias"]),
                         "bias_decay": bool(run["bias_decay"]),
-                        "epochs": int(run["epochs"]),
-                        "log_every": int(run["log_every"]),
+                        "epochs": run["epochs"],
+                        "steps": run["steps"],
+                        "log_every": run["log_every"],
                         "eval_batch": int(run["eval_batch"]),
                         "device": config.get("device", "auto"),
                         "dtype": config.get("dtype", "float32"),

@@ -24,7 +24,11 @@ from rankbias.figures import add_setting
 from rankbias.plan import format_number
 from rankbias.storage import read_json, write_text
 
-RUN_TABLE_METRICS = (
+RANK_COLUMNS = (
+    "train_loss",
+    "test_loss",
+    "test_acc",
+    "gap",
     "rank_galanti",
     "rank_rel",
     "effective_rank",
@@ -32,24 +36,43 @@ RUN_TABLE_METRICS = (
     "residual_1",
     "residual_2",
 )
+PAPER_A_COLUMNS = (
+    "eps_batch_max",
+    "eps_batch_mean",
+    "eps_full",
+    "thm26_bound",
+    "thm26_ratio",
+    "dist_rank2",
+    "units_collapsed",
+    "units_dead",
+    "units_linear",
+    "units_zero_input",
+)
 FIGURES = {
     "spectra.svg": (
-        "Singular-value spectra of the first-layer matrix W1 (= V) by weight decay",
-        "Normalised singular values sigma_i/sigma_1 of W1 against their index, log-log, "
-        "median over seeds of the members that trained normally; one line per weight "
-        "decay. The dotted line marks index 2: an approximately rank-two V drops "
+        "Singular-value spectra of the first-layer matrix W1 (= V)",
+        "Normalised singular values sigma_i/sigma_1 of W1 against their index (log scale), "
+        "median over seeds of the members that trained normally; one line per value of the "
+        "swept hyper-parameter. The dotted line marks index 2: an approximately rank-two V drops "
         "sharply after it.",
     ),
-    "rank_vs_wd.svg": (
-        "Rank metrics of W1 against weight decay",
-        "rank_galanti, effective_rank, stable_rank and residual_2 of W1 per seed "
-        "(blue points) and their median (orange line) at each weight decay; crosses "
-        "are excluded members.",
+    "rank.svg": (
+        "Rank metrics of W1 against the swept hyper-parameter",
+        "rank_galanti, effective_rank, stable_rank and residual_2 of W1 per seed (blue points) and "
+        "their median (orange line); crosses are excluded members.",
+    ),
+    "paper_a.svg": (
+        "Paper A's quantities against the swept hyper-parameter",
+        "eps_batch_max (Assumption 2.5's gradient bound, max over every batch of fresh epochs), "
+        "thm26_ratio (Theorem 2.6's bound 2·B·eps/µ_V over ||V||_F, log scale; >= 1 is vacuous) "
+        "and the fractions of dead, always-active (linear) and zero-input hidden units, per seed "
+        "and median. Members with wd = 0 have an infinite bound and are not drawn in that panel.",
     ),
     "dynamics.svg": (
-        "Training dynamics: train loss and effective rank of W1 over epochs",
-        "Median over seeds of the train loss (log scale) and of effective_rank(W1) at "
-        "each logged epoch, one line per weight decay; epoch 0 is initialisation.",
+        "Training dynamics: train loss, effective rank of W1 and eps_batch over epochs",
+        "Median over seeds at each logged epoch (epoch 0 is initialisation), one line per value "
+        "of the swept hyper-parameter; eps_batch here is the max over one fresh epoch of batches "
+        "at that epoch's weights (concern C1: does training reach a small-eps regime?).",
     ),
 }
 PACKAGES = ("torch", "numpy", "pandas", "seaborn", "matplotlib", "snakemake", "jinja2")
@@ -63,24 +86,22 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def run_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Median over seeds per (setting, weight decay) of the members that trained normally."""
-    first = add_setting(table[table["layer"] == 1])
+def run_table(table: pd.DataFrame, columns: tuple[str, ...], sweep: str) -> list[dict]:
+    """Median over seeds per (setting, swept value) of the members that trained normally."""
+    first = add_setting(table[table["layer"] == 1], sweep)
+    columns = tuple(c for c in columns if c in first and first[c].notna().any())
     rows = []
-    for (setting, wd), group in first.groupby(["setting", "weight_decay"], sort=True):
+    for (setting, value), group in first.groupby(["setting", sweep], sort=True):
         ok = group[group["status"] == "ok"]
         row = {
             "setting": setting,
-            "weight decay": format_number(wd),
+            sweep: value if isinstance(value, str) else format_number(value),
             "ok / runs": f"{len(ok)}/{len(group)}",
         }
-        for column in ("train_loss", "test_loss", "test_acc", "gap", *RUN_TABLE_METRICS):
+        for column in columns:
             row[column] = _number(ok[column].median()) if len(ok) else "–"
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    if first["loss"].eq("mse").all():
-        frame = frame.drop(columns="test_acc")
-    return frame
+    return rows
 
 
 def settings_table(table: pd.DataFrame) -> list[dict]:
@@ -97,6 +118,7 @@ def settings_table(table: pd.DataFrame) -> list[dict]:
                 "epochs": _values(group["epochs"]),
                 "lr": _values(group["lr"]),
                 "weight decay": _values(group["weight_decay"]),
+                "V decay g": _values(group["wd_function"]),
                 "seeds": _values(group["seed"]),
                 "members": len(group),
             }
@@ -105,7 +127,7 @@ def settings_table(table: pd.DataFrame) -> list[dict]:
 
 
 def _values(column: pd.Series) -> str:
-    return ", ".join(format_number(v) for v in sorted(column.unique()))
+    return ", ".join(v if isinstance(v, str) else format_number(v) for v in sorted(column.unique()))
 
 
 def _figure_uri(path: Path) -> str:
@@ -168,6 +190,7 @@ def build_context(
         first = table[table["layer"] == 1]
         excluded = first[first["status"] != "ok"]
         block = meta.get("experiments", {}).get(name, {})
+        sweep = block.get("sweep") or "weight_decay"
         experiments.append(
             {
                 "name": name,
@@ -175,7 +198,9 @@ def build_context(
                 "description": block.get("description", ""),
                 "claims": block.get("claims", []),
                 "settings": settings_table(table),
-                "runs": run_table(table).to_dict(orient="records"),
+                "sweep": sweep,
+                "runs": run_table(table, RANK_COLUMNS, sweep),
+                "paper_a": run_table(table, PAPER_A_COLUMNS, sweep),
                 "counts": first["status"].value_counts().to_dict(),
                 "excluded": excluded[
                     ["group", "member", "seed", "lr", "weight_decay", "status", "status_reason"]
@@ -206,6 +231,26 @@ METRIC_DEFINITIONS = [
     ("stable_rank", "‖W‖_F² / σ_1²"),
     ("effective_rank", "exp(−Σ p_i ln p_i), p_i = σ_i / Σ_j σ_j (Roy & Vetterli 2007)"),
     ("residual_k", "‖W − W_k‖_F / ‖W‖_F, W_k the best rank-k approximation, k = 1, 2"),
+    (
+        "eps_batch_max / _mean",
+        "max / mean over every batch of `eps_epochs` freshly shuffled epochs "
+        "(training batch size) of ‖∂L_S'/∂V‖_F, L_S' the regularized mini-batch loss: "
+        "a lower bound on the sup over all batches that Assumption 2.5 needs",
+    ),
+    ("eps_full", "the same gradient norm on the whole training set"),
+    (
+        "thm26_bound",
+        "2·B·eps_batch_max / µ_V with µ_V = wd/2: Theorem 2.6 as the reviewers "
+        "evaluated it (the paper's own constant is unknown); ∞ at wd = 0",
+    ),
+    ("thm26_ratio", "thm26_bound / ‖V‖_F; ≥ 1 means vacuous (the zero matrix is that close)"),
+    ("dist_rank2", "‖V − V_2‖_F, the measured distance that Theorem 2.6 bounds"),
+    (
+        "units_*",
+        "fractions of the m hidden units of V with z_j(x) = V_j·x + b_j over the training "
+        "inputs: collapsed (‖V_j‖ + |b_j| < 1e-6·max), dead (z ≤ 0 for all x), linear (z > 0 for "
+        "all x), zero_input (|z| < 1e-8 for some x); a unit can be in several",
+    ),
     ("gap", "test − train loss (regression); test − train error (classification)"),
 ]
 

@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rankbias.models import Arch, backward, forward, init_params
+from rankbias.models import Arch, backward, forward, init_params, losses_and_gradient, member_losses
+from rankbias.paper_a import eps_batch
 from rankbias.spectra import rank_metrics, singular_values
 
 DATA_SEED_OFFSET = 1_000_003  # data order and initialisation come from different streams
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+WD_FUNCTIONS = ("constant", "input_norm", "target_abs")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TrainResult:
     diverged_epoch: np.ndarray  # -1 for members that never diverged
     wall_time_s: float
     device: str
+    v_weights: torch.Tensor | None = None  # data-dependent V-decay weights, for measurement
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,37 +47,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
-
-
-def losses_and_gradient(
-    outputs: torch.Tensor, targets: torch.Tensor, loss: str, gradient: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean loss per member [M] and its gradient w.r.t. the outputs [M, N, out].
-
-    `mse` is Paper A's (1/2)|f(x) - y|^2 per sample; `ce` is the cross-entropy of the logits.
-    """
-    batch = outputs.shape[1]
-    if loss == "mse":
-        residual = outputs - targets
-        return 0.5 * residual.square().sum(dim=-1).mean(
-            dim=-1
-        ), residual / batch if gradient else None
-    if loss == "ce":
-        log_probs = torch.log_softmax(outputs, dim=-1)
-        picked = targets.unsqueeze(-1)
-        losses = -log_probs.gather(-1, picked).squeeze(-1).mean(dim=-1)
-        if not gradient:
-            return losses, None
-        grad = log_probs.exp()
-        grad.scatter_add_(
-            -1, picked, torch.full(picked.shape, -1.0, dtype=grad.dtype, device=grad.device)
-        )
-        return losses, grad / batch
-    raise ValueError(f"unknown loss {loss!r}; allowed: mse, ce")
-
-
-def member_losses(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
-    return losses_and_gradient(outputs, targets, loss, gradient=False)[0]
 
 
 @torch.no_grad()
@@ -136,30 +108,50 @@ def _history_rows(
     epoch: int,
     params: dict[str, torch.Tensor],
     depth: int,
-    train: tuple,
-    test: tuple,
-    alive: torch.Tensor,
+    values: dict[str, torch.Tensor],
+    first_layer: dict[str, torch.Tensor],
     tolerances: dict,
 ) -> list[dict]:
+    """One row per (member, layer): member-level `values`, V-only `first_layer`, rank metrics."""
     rows = []
-    alive = alive.cpu()
     for layer in range(1, depth + 1):
         metrics = rank_metrics(singular_values(params[f"W{layer}"]), **tolerances)
-        for member in range(len(alive)):
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "member_index": member,
-                    "layer": layer,
-                    "train_loss": train[0][member].item(),
-                    "test_loss": test[0][member].item(),
-                    "train_acc": train[1][member].item(),
-                    "test_acc": test[1][member].item(),
-                    "diverged": not bool(alive[member]),
-                    **{name: value[member].item() for name, value in metrics.items()},
-                }
-            )
+        for member in range(params["W1"].shape[0]):
+            row = {"epoch": epoch, "member_index": member, "layer": layer}
+            row.update({name: value[member].item() for name, value in values.items()})
+            row.update({name: value[member].item() for name, value in metrics.items()})
+            if layer == 1:
+                row.update({name: value[member].item() for name, value in first_layer.items()})
+            rows.append(row)
     return rows
+
+
+def decay_weights(form: str, x_train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
+    """Per-sample weights h_i, mean 1 over the training set, of V's data-dependent weight decay.
+
+    Paper A lets µ_V(S') = (1/B) Σ_{j in S'} g(x_j, y_j); we use g = (wd/2)·h, so a batch decays V
+    by wd·mean(h over the batch) and the average decay equals ordinary weight decay's.
+    `constant`: h = 1 (ordinary weight decay); `input_norm`: h ∝ ||x||²; `target_abs`: h ∝ |y|
+    summed over outputs (regression only).
+    """
+    if form == "constant":
+        weights = np.ones(len(x_train))
+    elif form == "input_norm":
+        weights = np.square(x_train).sum(axis=1)
+    elif form == "target_abs":
+        if y_train.ndim != 2 or not np.issubdtype(y_train.dtype, np.floating):
+            raise ValueError("wd_function target_abs needs a regression target (loss mse)")
+        weights = np.abs(y_train).sum(axis=1)
+    else:
+        raise ValueError(f"unknown wd_function {form!r}; allowed: {', '.join(WD_FUNCTIONS)}")
+    return weights / weights.mean()
+
+
+def schedule(spec: dict, n_train: int) -> tuple[int, int]:
+    """Epochs (from `epochs`, or `steps` rounded up to whole epochs) and the logging interval."""
+    steps_per_epoch = -(-n_train // spec["batch_size"])
+    epochs = spec.get("epochs") or -(-spec["steps"] // steps_per_epoch)
+    return epochs, spec.get("log_every") or max(1, epochs // 6)
 
 
 def train_ensemble(
@@ -185,27 +177,60 @@ def train_ensemble(
     lr = torch.tensor([m["lr"] for m in members], dtype=dtype, device=device)
     wd = torch.tensor([m["weight_decay"] for m in members], dtype=dtype, device=device)
     bias_wd = wd if spec.get("bias_decay", True) else torch.zeros_like(wd)
+    forms = [m.get("wd_function", "constant") for m in members]
+    v_weights = None  # [M, N] per-sample V-decay weights, only when some g is data-dependent
+    if any(form != "constant" for form in forms):
+        v_weights = torch.stack(
+            [
+                torch.as_tensor(decay_weights(f, arrays["x_train"], arrays["y_train"]), dtype=dtype)
+                for f in forms
+            ]
+        ).to(device)
     data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
     alive = torch.ones(count, dtype=torch.bool, device=device)
     diverged_epoch = np.full(count, -1)
+    settings = spec.get("metrics", {})
     tolerances = {
-        "rank_tol": spec.get("metrics", {}).get("rank_tol", 1e-3),
-        "rel_tol": spec.get("metrics", {}).get("rel_tol", 1e-3),
+        "rank_tol": settings.get("rank_tol", 1e-3),
+        "rel_tol": settings.get("rel_tol", 1e-3),
     }
     chunk = spec.get("eval_batch", 4096)
-    n_train, epochs, log_every = len(x_train), spec["epochs"], spec["log_every"]
+    n_train = len(x_train)
+    epochs, log_every = schedule(spec, n_train)
 
     def snapshot(epoch: int) -> list[dict]:
-        train = evaluate(params, x_train, y_train, depth, loss, chunk)
-        test = evaluate(params, x_test, y_test, depth, loss, chunk)
+        train_loss, train_acc = evaluate(params, x_train, y_train, depth, loss, chunk)
+        test_loss, test_acc = evaluate(params, x_test, y_test, depth, loss, chunk)
         dead = (~alive).cpu().numpy() & (diverged_epoch < 0)
         diverged_epoch[dead] = epoch
-        median = np.nanmedian(train[0].numpy()) if alive.any() else float("nan")
+        values = {
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "train_acc": train_acc,
+            "test_acc": test_acc,
+            "diverged": (~alive).cpu(),
+        }
+        first_layer = {}
+        if settings.get("eps_log_epochs", 1):
+            first_layer = eps_batch(
+                params,
+                x_train,
+                y_train,
+                depth,
+                loss,
+                batch_size,
+                wd,
+                [s + epoch for s in seeds],
+                settings.get("eps_log_epochs", 1),
+                v_weights,
+                chunk,
+            )
+        median = np.nanmedian(train_loss.numpy()) if alive.any() else float("nan")
         log(
             f"  logged epoch {epoch}: median train loss {median:.4g}, "
             f"alive {int(alive.sum())}/{count}"
         )
-        return _history_rows(epoch, params, depth, train, test, alive, tolerances)
+        return _history_rows(epoch, params, depth, values, first_layer, tolerances)
 
     log(
         f"training {count} members {arch} on {device} ({dtype}), batch {batch_size}, "
@@ -213,6 +238,7 @@ def train_ensemble(
     )
     history = snapshot(0)
     started = time.perf_counter()
+    progress_every = max(1, epochs // 50)
     for epoch in range(1, epochs + 1):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
         order = order.to(device)
@@ -225,6 +251,10 @@ def train_ensemble(
             alive &= torch.isfinite(batch_losses)
             loss_sum += batch_losses.double() * index.shape[1]
             live_lr = torch.where(alive, lr, 0.0)
+            v_shrink = None
+            if v_weights is not None:
+                batch_v_wd = wd * torch.gather(v_weights, 1, index).mean(dim=1)
+                v_shrink = 1 - live_lr * batch_v_wd
             sgd_step(
                 params,
                 cache,
@@ -232,13 +262,17 @@ def train_ensemble(
                 live_lr,
                 1 - live_lr * wd,
                 1 - live_lr * bias_wd,
+                v_shrink,
             )
-        elapsed = time.perf_counter() - started
-        epoch_loss = (loss_sum / n_train)[alive].median().item() if alive.any() else float("nan")
-        log(
-            f"epoch {epoch}/{epochs} mean batch loss (median over live members) {epoch_loss:.4g} "
-            f"elapsed {elapsed:.1f}s eta {elapsed / epoch * (epochs - epoch):.1f}s"
-        )
+        if epoch % progress_every == 0 or epoch == epochs:
+            elapsed = time.perf_counter() - started
+            live = (loss_sum / n_train)[alive]
+            epoch_loss = live.median().item() if len(live) else float("nan")
+            log(
+                f"epoch {epoch}/{epochs} mean batch loss (median over live members) "
+                f"{epoch_loss:.4g} elapsed {elapsed:.1f}s eta "
+                f"{elapsed / epoch * (epochs - epoch):.1f}s"
+            )
         if epoch % log_every == 0 or epoch == epochs:
             history += snapshot(epoch)
     wall = time.perf_counter() - started
@@ -247,4 +281,4 @@ def train_ensemble(
     ids = pd.DataFrame(members)
     ids["member_index"] = range(count)
     frame = ids.merge(frame, on="member_index").drop(columns="member_index")
-    return TrainResult(init, final, frame, diverged_epoch, wall, str(device))
+    return TrainResult(init, final, frame, diverged_epoch, wall, str(device), v_weights)

@@ -58,9 +58,11 @@ def train_data(wildcards):
 
 
 def train_runtime(wildcards, attempt):
-    """Minutes: generous for CPU laptops; clusters override per profile."""
+    """Minutes: generous for CPU laptops (about 1 s per member-epoch of 1,000 steps); clusters
+    override per profile. Doubles with every retry."""
     spec = job_spec(wildcards)
-    return 30 * attempt + spec["epochs"] * len(spec["members"]) // 10
+    steps = spec["steps"] or spec["epochs"] * 1000
+    return attempt * (30 + steps * len(spec["members"]) // 60_000)
 
 
 def experiment_groups(experiment):
@@ -79,9 +81,13 @@ def experiment_files(pattern):
     return files
 
 
+def experiment_sweep(wildcards):
+    return config["experiments"][wildcards.experiment].get("sweep", "weight_decay")
+
+
 def report_meta():
     experiments = {
-        name: {key: block.get(key) for key in ("title", "description", "claims")}
+        name: {key: block.get(key) for key in ("title", "description", "claims", "sweep")}
         for name, block in config["experiments"].items()
     }
     return json.dumps({"experiments": experiments, "config": config}, sort_keys=True)

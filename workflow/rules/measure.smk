@@ -58,10 +58,16 @@ rule figures:
             labels={"figure": "spectra of W1"},
         ),
         rank=report(
-            "results/figures/{experiment}/rank_vs_wd.svg",
-            caption="../../report/rank_vs_wd.rst",
+            "results/figures/{experiment}/rank.svg",
+            caption="../../report/rank.rst",
             category="{experiment}",
-            labels={"figure": "rank vs weight decay"},
+            labels={"figure": "rank metrics"},
+        ),
+        paper_a=report(
+            "results/figures/{experiment}/paper_a.svg",
+            caption="../../report/paper_a.rst",
+            category="{experiment}",
+            labels={"figure": "Paper A quantities"},
         ),
         dynamics=report(
             "results/figures/{experiment}/dynamics.svg",
@@ -79,5 +85,6 @@ rule figures:
         runtime=10,
     params:
         out_dir=subpath(output.spectra, parent=True),
+        sweep=experiment_sweep,
     shell:
-        "python -m rankbias figures --table {input.table} --history {input.history} --spectra {input.spectra} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m rankbias figures --table {input.table} --history {input.history} --spectra {input.spectra} --out-dir {params.out_dir} --sweep {params.sweep} > {log} 2>&1"

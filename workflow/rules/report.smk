@@ -4,7 +4,7 @@ rule report:
         figures=expand(
             "results/figures/{experiment}/{figure}.svg",
             experiment=EXPERIMENTS,
-            figure=["spectra", "rank_vs_wd", "dynamics"],
+            figure=["spectra", "rank", "paper_a", "dynamics"],
         ),
         data_info=expand("results/data/{dataset}.json", dataset=DATASETS),
         runs=[f"results/runs/{experiment}/{group}/result.json" for experiment, group in JOBS],

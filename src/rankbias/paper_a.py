@@ -1,0 +1,125 @@
+"""Paper A's quantities: Assumption 2.5's eps_batch, Theorem 2.6's bound, hidden-unit states.
+
+Definitions are science.md's. eps_batch is the largest Frobenius norm of the gradient of the
+*regularized* mini-batch loss with respect to V = W1, over every batch of freshly shuffled epochs of
+the training batch size: a lower bound on the sup over all B-subsets that the assumption needs.
+Theorem 2.6's constant is the reviewers' reading (2·B/µ_V); the paper's own is unknown.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rankbias.models import backward, forward, losses_and_gradient
+
+EPS_SEED_OFFSET = 2_000_029  # eps batches are drawn apart from the training order
+UNIT_STATES = ("units_collapsed", "units_dead", "units_linear", "units_zero_input")
+COLLAPSE_TOL = 1e-6
+ZERO_INPUT_TOL = 1e-8
+
+
+def first_layer_gradient(
+    params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, depth: int, loss: str
+) -> torch.Tensor:
+    """dL_data/dV [M, m, n] of the mean loss on x: per-member batches [M, B, n] or shared [N, n]."""
+    cache: list = []
+    outputs = forward(params, x, depth, cache)
+    targets = y if x.dim() == 3 else y.expand(outputs.shape[0], *y.shape)
+    _, delta = losses_and_gradient(outputs, targets, loss)
+    gradient: list[torch.Tensor] = []
+
+    def keep_first(layer: int, delta_layer: torch.Tensor, inputs: torch.Tensor) -> None:
+        if layer == 1:
+            gradient.append(torch.matmul(delta_layer.mT, inputs))
+
+    backward(params, cache, delta, keep_first)
+    return gradient[0]
+
+
+@torch.no_grad()
+def eps_batch(
+    params: dict[str, torch.Tensor],
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    depth: int,
+    loss: str,
+    batch_size: int,
+    weight_decay: torch.Tensor,
+    seeds: list[int],
+    epochs: int,
+    decay_weights: torch.Tensor | None = None,
+    chunk: int = 4096,
+) -> dict[str, torch.Tensor]:
+    """max and mean over batches of ||dL_S'/dV||_F, and the full-batch value, per member.
+
+    The regularized gradient is dL_data/dV + wd_V(S')·V, with wd_V(S') = wd · mean of the
+    data-dependent decay weights over the batch (1 for ordinary weight decay).
+    """
+    members, n_train = params["W1"].shape[0], len(x_train)
+    device = x_train.device
+    volume = params["W1"]
+    generators = [torch.Generator().manual_seed(s + EPS_SEED_OFFSET) for s in seeds]
+    largest = torch.zeros(members, dtype=torch.float64, device=device)
+    total = torch.zeros(members, dtype=torch.float64, device=device)
+    batches = 0
+    for _ in range(epochs):
+        order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
+        for start in range(0, n_train, batch_size):
+            index = order[:, start : start + batch_size]
+            gradient = first_layer_gradient(params, x_train[index], y_train[index], depth, loss)
+            batch_wd = weight_decay
+            if decay_weights is not None:
+                batch_wd = weight_decay * torch.gather(decay_weights, 1, index).mean(dim=1)
+            norm = (gradient + batch_wd.view(-1, 1, 1) * volume).flatten(1).norm(dim=1).double()
+            largest = torch.maximum(largest, norm)
+            total += norm
+            batches += 1
+    full = torch.zeros_like(volume)
+    for start in range(0, n_train, chunk):
+        part = slice(start, start + chunk)
+        share = len(x_train[part]) / n_train
+        full += share * first_layer_gradient(params, x_train[part], y_train[part], depth, loss)
+    full_norm = (full + weight_decay.view(-1, 1, 1) * volume).flatten(1).norm(dim=1).double()
+    return {
+        "eps_batch_max": largest.cpu(),
+        "eps_batch_mean": (total / max(batches, 1)).cpu(),
+        "eps_full": full_norm.cpu(),
+    }
+
+
+def theorem_26(
+    eps_max: torch.Tensor, weight_decay: torch.Tensor, batch_size: int, fro_norm: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Reviewers' reading of Thm 2.6: dist(V, rank 2) <= 2·B·eps/µ_V, µ_V = wd/2; and its ratio.
+
+    Infinite where wd = 0. A ratio >= 1 is vacuous: the zero matrix is already that close.
+    """
+    mu_v = weight_decay.double() / 2
+    bound = torch.where(mu_v > 0, 2 * batch_size * eps_max / mu_v, torch.inf)
+    return {"thm26_bound": bound, "thm26_ratio": bound / fro_norm}
+
+
+@torch.no_grad()
+def unit_states(
+    params: dict[str, torch.Tensor], x_train: torch.Tensor, chunk: int = 2048
+) -> dict[str, torch.Tensor]:
+    """Fractions of hidden units of the first layer that are collapsed, dead, linear, or that
+    have a training input at (numerically) zero pre-activation (concerns C7, C8). float64."""
+    weight = params["W1"].double()
+    bias = params["b1"].double() if "b1" in params else torch.zeros(weight.shape[:2])
+    bias = bias.to(weight.device)
+    size = weight.norm(dim=2) + bias.abs()
+    collapsed = size < COLLAPSE_TOL * size.amax(dim=1, keepdim=True)
+    never_positive = torch.ones_like(collapsed)
+    always_positive = torch.ones_like(collapsed)
+    touches_zero = torch.zeros_like(collapsed)
+    for start in range(0, len(x_train), chunk):
+        pre = torch.matmul(x_train[start : start + chunk].double(), weight.mT) + bias.unsqueeze(1)
+        never_positive &= (pre <= 0).all(dim=1)
+        always_positive &= (pre > 0).all(dim=1)
+        touches_zero |= (pre.abs() < ZERO_INPUT_TOL).any(dim=1)
+    states = (collapsed, never_positive, always_positive, touches_zero)
+    return {
+        name: state.double().mean(dim=1).cpu()
+        for name, state in zip(UNIT_STATES, states, strict=True)
+    }

@@ -1,0 +1,94 @@
+"""Paper A's quantities on cases with known answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from rankbias.models import Arch, forward, init_params, member_losses
+from rankbias.paper_a import eps_batch, first_layer_gradient, theorem_26, unit_states
+from rankbias.train import decay_weights
+
+DOUBLE = torch.float64
+
+
+def two_layer(members: int = 2, n: int = 5, m: int = 6, seed: int = 0) -> dict:
+    return init_params(
+        Arch(n, m, 2, 1), list(range(seed, seed + members)), DOUBLE, torch.device("cpu")
+    )
+
+
+def test_first_layer_gradient_matches_finite_differences():
+    params = two_layer()
+    x = torch.randn(2, 7, 5, dtype=DOUBLE, generator=torch.Generator().manual_seed(1))
+    y = torch.randn(2, 7, 1, dtype=DOUBLE, generator=torch.Generator().manual_seed(2))
+    gradient = first_layer_gradient(params, x, y, 2, "mse")
+    step = 1e-6
+    for member, row, col in [(0, 0, 0), (1, 3, 2), (0, 5, 4)]:
+        shifted = {k: v.clone() for k, v in params.items()}
+        shifted["W1"][member, row, col] += step
+        up = member_losses(forward(shifted, x, 2), y, "mse")[member]
+        shifted["W1"][member, row, col] -= 2 * step
+        down = member_losses(forward(shifted, x, 2), y, "mse")[member]
+        assert gradient[member, row, col].item() == pytest.approx(
+            ((up - down) / (2 * step)).item(), rel=1e-6, abs=1e-9
+        )
+
+
+def test_eps_batch_is_zero_at_an_exact_fit_without_weight_decay_and_wd_norm_with_it():
+    params = two_layer()
+    x = torch.randn(40, 5, dtype=DOUBLE, generator=torch.Generator().manual_seed(3))
+    y = forward({k: v[:1] for k, v in params.items()}, x, 2)[0]  # member 0 fits exactly
+    zero = torch.zeros(2, dtype=DOUBLE)
+    eps = eps_batch(params, x, y, 2, "mse", 8, zero, [0, 1], epochs=2)
+    assert eps["eps_batch_max"][0] < 1e-12 and eps["eps_full"][0] < 1e-12
+    assert eps["eps_batch_max"][1] > 1e-3  # member 1 does not fit
+    decay = torch.tensor([0.1, 0.1], dtype=DOUBLE)
+    eps = eps_batch(params, x, y, 2, "mse", 8, decay, [0, 1], epochs=1)
+    expected = 0.1 * params["W1"][0].norm().item()
+    assert eps["eps_batch_max"][0].item() == pytest.approx(expected, rel=1e-10)
+    assert eps["eps_batch_mean"][0].item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_eps_batch_max_is_at_least_its_mean_and_full_batch_is_smaller():
+    params = two_layer(members=3)
+    x = torch.randn(64, 5, dtype=DOUBLE, generator=torch.Generator().manual_seed(4))
+    y = torch.randn(64, 1, dtype=DOUBLE, generator=torch.Generator().manual_seed(5))
+    eps = eps_batch(params, x, y, 2, "mse", 4, torch.full((3,), 1e-3, dtype=DOUBLE), [0, 1, 2], 3)
+    assert (eps["eps_batch_max"] >= eps["eps_batch_mean"]).all()
+    assert (eps["eps_full"] <= eps["eps_batch_max"]).all()  # the norm is convex
+
+
+def test_theorem_26_constant_and_vacuity():
+    result = theorem_26(
+        torch.tensor([0.5, 0.5]), torch.tensor([0.01, 0.0]), 16, torch.tensor([4.0, 4.0])
+    )
+    assert result["thm26_bound"][0].item() == pytest.approx(2 * 16 * 0.5 / 0.005)
+    assert result["thm26_ratio"][0].item() == pytest.approx(3200 / 4.0)
+    assert torch.isinf(result["thm26_bound"][1])
+
+
+def test_unit_states_of_constructed_nets():
+    x = torch.randn(50, 3, dtype=DOUBLE, generator=torch.Generator().manual_seed(6))
+    weight = torch.zeros(3, 4, 3, dtype=DOUBLE)
+    bias = torch.zeros(3, 4, dtype=DOUBLE)
+    weight[0] = 0.01  # member 0: tiny weights, large positive bias: every unit always active
+    bias[0] = 10.0
+    weight[1] = 0.01  # member 1: large negative bias: every unit dead
+    bias[1] = -10.0
+    weight[2, 0] = 1.0  # member 2: units 1-3 collapsed to zero, unit 0 a plain ReLU of x
+    states = unit_states({"W1": weight, "b1": bias}, x)
+    assert states["units_linear"][0] == 1 and states["units_dead"][0] == 0
+    assert states["units_dead"][1] == 1 and states["units_linear"][1] == 0
+    assert states["units_collapsed"][2] == pytest.approx(0.75)
+    assert states["units_zero_input"][2] == pytest.approx(0.75)  # collapsed units sit at 0
+
+
+def test_decay_weights():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((30, 4)), rng.standard_normal((30, 1))
+    np.testing.assert_array_equal(decay_weights("constant", x, y), np.ones(30))
+    for form in ("input_norm", "target_abs"):
+        weights = decay_weights(form, x, y)
+        assert weights.mean() == pytest.approx(1.0) and weights.std() > 0.1
+    with pytest.raises(ValueError, match="regression"):
+        decay_weights("target_abs", x, rng.integers(0, 3, 30))
