@@ -36,7 +36,6 @@ DOWNLOAD_TIMEOUT_S = 30
 class RawFile:
     name: str
     sha256: str  # of the decompressed payload
-    md5_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,19 +56,20 @@ _IDX_NAMES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+
+def _idx_files(digests: tuple[str, str, str, str]) -> tuple[RawFile, ...]:
+    """The four IDX files of an MNIST-format data set, with their payload checksums."""
+    return tuple(RawFile(name, digest) for name, digest in zip(_IDX_NAMES, digests, strict=True))
+
+
 SOURCES: dict[str, Source] = {
     "mnist": Source(
-        files=tuple(
-            RawFile(name, digest)
-            for name, digest in zip(
-                _IDX_NAMES,
-                (
-                    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-                ),
-                strict=True,
+        files=_idx_files(
+            (
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
             )
         ),
         url_bases=(
@@ -78,17 +78,12 @@ SOURCES: dict[str, Source] = {
         ),
     ),
     "fashion_mnist": Source(
-        files=tuple(
-            RawFile(name, digest)
-            for name, digest in zip(
-                _IDX_NAMES,
-                (
-                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-                ),
-                strict=True,
+        files=_idx_files(
+            (
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
             )
         ),
         url_bases=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),

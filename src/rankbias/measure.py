@@ -13,7 +13,7 @@ import torch
 
 from rankbias.paper_a import eps_batch, theorem_26, unit_states
 from rankbias.spectra import rank_metrics
-from rankbias.train import decay_weights
+from rankbias.train import DTYPES, decay_weights
 
 COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
 
@@ -67,7 +67,7 @@ def paper_a_columns(
     unit states, per member: the V-only columns of the first-layer rows."""
     settings = spec.get("metrics", {})
     loss, members = spec["loss"], spec["members"]
-    dtype = torch.float64
+    dtype = DTYPES[spec.get("dtype", "float32")]  # eps in the training precision; units in float64
     params = {k: torch.as_tensor(v, dtype=dtype) for k, v in final_weights.items()}
     finite = torch.stack([torch.isfinite(v.flatten(1)).all(dim=1) for v in params.values()]).all(0)
     params = {k: torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in params.items()}
@@ -102,7 +102,7 @@ def paper_a_columns(
         "dist_rank2": residual_2 * fro_norm,
         **unit_states(params, x_train),
     }
-    nan = torch.tensor(float("nan"), dtype=dtype)
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
     return {name: torch.where(finite, value.double(), nan) for name, value in columns.items()}
 
 

@@ -9,6 +9,8 @@ rule measure:
         spectra="results/metrics/{experiment}/{group}.spectra.npz",
     log:
         "logs/measure/{experiment}/{group}.log",
+    benchmark:
+        "results/benchmarks/measure/{experiment}/{group}.tsv"
     conda:
         "../../envs/rankbias.yaml"
     threads: 1

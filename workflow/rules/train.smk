@@ -8,6 +8,8 @@ rule train:
         result="results/runs/{experiment}/{group}/result.json",
     log:
         "logs/train/{experiment}/{group}.log",
+    benchmark:
+        "results/benchmarks/train/{experiment}/{group}.tsv"
     conda:
         "../../envs/rankbias.yaml"
     threads: 1
