@@ -12,8 +12,17 @@ def test_constant_predictor_losses():
     assert chance_accuracy(np.array([0, 0, 0, 1])) == 0.75
 
 
-def _history(train_loss, train_acc, epoch=5):
+def _history(train_loss, train_acc, last_epoch=5):
     members = len(train_loss)
+    frames = [
+        _snapshot(train_loss, train_acc, epoch, members, layer, norm)
+        for layer in (1, 2)
+        for epoch, norm in ((last_epoch - 1, 2.0), (last_epoch, 1.6))
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _snapshot(train_loss, train_acc, epoch, members, layer, fro_norm):
     return pd.DataFrame(
         {
             "member": range(members),
@@ -21,7 +30,8 @@ def _history(train_loss, train_acc, epoch=5):
             "lr": 0.1,
             "weight_decay": 0.0,
             "epoch": epoch,
-            "layer": 1,
+            "layer": layer,
+            "fro_norm": fro_norm,
             "train_loss": train_loss,
             "test_loss": train_loss,
             "train_acc": train_acc,
@@ -57,3 +67,9 @@ def test_status_labels_and_tidy_rows():
     assert spectra["W1"].shape == (3, 4) and spectra["W2"].shape == (3, 2)
     np.testing.assert_allclose(spectra["W2"][0], np.linalg.svd(weights["W2"][0], compute_uv=False))
     assert np.isclose(first.loc[0, "gap"], 0.0)
+    assert np.allclose(table["norm_ratio"], 2.0 / 1.6)
+    # Paper B's bound: B·log(2/eps)/(2·lr·λ) is infinite without weight decay
+    assert np.isinf(table["galanti_bound_0.1"]).all()
+    sigma = np.linalg.svd(weights["W2"][0], compute_uv=False)
+    second = table[(table["layer"] == 2) & (table["member"] == 0)].iloc[0]
+    assert second["sv_above_0.3"] == (sigma / np.linalg.norm(sigma) > 0.3).sum()

@@ -109,7 +109,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         with np.load(path) as handle:
             spectra[Path(path).name.removesuffix(".spectra.npz")] = {k: handle[k] for k in handle}
     paths = experiment_figures(
-        pd.read_csv(args.table), pd.read_csv(args.history), spectra, Path(args.out_dir)
+        pd.read_csv(args.table), pd.read_csv(args.history), spectra, Path(args.out_dir), args.sweep
     )
     _log(f"wrote {', '.join(str(p) for p in paths)}")
 

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 
 from rankbias.paper_a import eps_batch, theorem_26, unit_states
+from rankbias.paper_b import bound_columns, norm_ratios
 from rankbias.spectra import rank_metrics
-from rankbias.train import DTYPES, decay_weights
+from rankbias.train import DTYPES, decay_weights, lr_factor
 
 COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
 
@@ -155,6 +156,9 @@ def measure_job(
         }
     )
     frames, spectra = [], {}
+    last_epoch = int(history["epoch"].max())
+    final_lr = torch.tensor([m["lr"] for m in spec["members"]]) * lr_factor(spec, last_epoch)
+    weight_decay = torch.tensor([m["weight_decay"] for m in spec["members"]])
     for layer in range(1, depth + 1):
         weights = torch.as_tensor(final_weights[f"W{layer}"], dtype=torch.float64)
         sigma = torch.linalg.svdvals(torch.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0))
@@ -167,10 +171,14 @@ def measure_job(
         frame["rows"], frame["cols"] = weights.shape[1], weights.shape[2]
         for name, value in metrics.items():
             frame[name] = value.numpy()
+        for name, value in bound_columns(sigma, spec["batch_size"], final_lr, weight_decay).items():
+            frame[name] = value.numpy()
         if layer == 1:
             for name, value in paper_a_columns(
                 spec, final_weights, arrays, metrics["fro_norm"], metrics["residual_2"]
             ).items():
                 frame[name] = value.numpy()
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True), spectra
+    table = pd.concat(frames, ignore_index=True)
+    table = table.merge(norm_ratios(history), on=["member", "layer"], how="left")
+    return table, spectra

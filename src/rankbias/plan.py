@@ -24,6 +24,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "members_per_job": None,
     "eval_batch": 4096,
     "wd_function": "constant",
+    "lr_milestones": [],
+    "lr_gamma": 0.1,
 }
 
 
@@ -96,6 +98,8 @@ def jobs(config: dict) -> dict[tuple[str, str], dict]:
                         "epochs": run["epochs"],
                         "steps": run["steps"],
                         "log_every": run["log_every"],
+                        "lr_milestones": [int(m) for m in run["lr_milestones"]],
+                        "lr_gamma": float(run["lr_gamma"]),
                         "eval_batch": int(run["eval_batch"]),
                         "device": config.get("device", "auto"),
                         "dtype": config.get("dtype", "float32"),

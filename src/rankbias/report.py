@@ -79,9 +79,12 @@ PACKAGES = ("torch", "numpy", "pandas", "seaborn", "matplotlib", "snakemake", "j
 
 
 def _number(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    """Table text: 3 significant digits, integers as such, ∞ for infinite bounds, – for missing."""
+    if value is None or np.isnan(value):
         return "–"
-    if isinstance(value, int | np.integer) or float(value).is_integer() and abs(value) < 1e6:
+    if np.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    if isinstance(value, int | np.integer) or (float(value).is_integer() and abs(value) < 1e6):
         return f"{int(value)}"
     return f"{value:.{digits}g}"
 

@@ -154,6 +154,13 @@ def schedule(spec: dict, n_train: int) -> tuple[int, int]:
     return epochs, spec.get("log_every") or max(1, epochs // 6)
 
 
+def lr_factor(spec: dict, epoch: int) -> float:
+    """Multi-step decay (Paper B's protocol, torch's MultiStepLR): the learning rate of the
+    `epoch`-th epoch (1-based) is lr·gamma^(number of milestones passed)."""
+    passed = sum(milestone < epoch for milestone in spec.get("lr_milestones") or ())
+    return spec.get("lr_gamma", 0.1) ** passed
+
+
 def train_ensemble(
     spec: dict, arrays: dict[str, np.ndarray], log: Callable[[str], None] = print
 ) -> TrainResult:
@@ -243,6 +250,7 @@ def train_ensemble(
         order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
         order = order.to(device)
         loss_sum = torch.zeros(count, dtype=torch.float64, device=device)  # read once per epoch
+        epoch_factor = lr_factor(spec, epoch)
         for start in range(0, n_train, batch_size):
             index = order[:, start : start + batch_size]
             cache: list = []
@@ -250,7 +258,7 @@ def train_ensemble(
             batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
             alive &= torch.isfinite(batch_losses)
             loss_sum += batch_losses.double() * index.shape[1]
-            live_lr = torch.where(alive, lr, 0.0)
+            live_lr = torch.where(alive, lr * epoch_factor, 0.0)
             v_shrink = None
             if v_weights is not None:
                 batch_v_wd = wd * torch.gather(v_weights, 1, index).mean(dim=1)

@@ -1,0 +1,74 @@
+import numpy as np
+import pandas as pd
+
+from rankbias.figures import FIGURE_FILES, add_setting, experiment_figures
+
+
+def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    rng = np.random.default_rng(0)
+    rows, spectra = [], {}
+    for batch in (8, 64):
+        group = f"d_L2_H4_B{batch}_j0"
+        members = []
+        for member, (seed, wd) in enumerate([(s, w) for s in (0, 1) for w in (0.0, 0.1)]):
+            members.append(member)
+            for layer in (1, 2):
+                rows.append(
+                    {
+                        "group": group,
+                        "member": member,
+                        "layer": layer,
+                        "dataset": "d",
+                        "depth": 2,
+                        "width": 4,
+                        "batch_size": batch,
+                        "lr": 0.1,
+                        "weight_decay": wd,
+                        "seed": seed,
+                        "wd_function": "constant",
+                        "rows": 4,
+                        "cols": 3,
+                        "status": "collapsed" if (member == 3 and batch == 64) else "ok",
+                        **{
+                            m: rng.uniform(0.1, 3)
+                            for m in (
+                                "rank_galanti",
+                                "effective_rank",
+                                "stable_rank",
+                                "residual_2",
+                                "eps_batch_max",
+                                "thm26_ratio",
+                                "units_dead",
+                                "units_linear",
+                                "units_zero_input",
+                            )
+                        },
+                    }
+                )
+        spectra[group] = {
+            "W1": np.sort(rng.uniform(0.1, 1, (4, 3)))[:, ::-1],
+            "member": np.array(members),
+        }
+    table = pd.DataFrame(rows)
+    history = pd.concat(
+        [table.assign(epoch=e, train_loss=1.0 / (e + 1), diverged=False) for e in (0, 5)]
+    )
+    return table, history, spectra
+
+
+def test_setting_leaves_out_the_swept_axis():
+    table, _, _ = synthetic_table()
+    by_wd = add_setting(table, "weight_decay")["setting"].unique()
+    by_batch = add_setting(table, "batch_size")["setting"].unique()
+    assert sorted(by_wd) == ["d B=64", "d B=8"]
+    assert sorted(by_batch) == ["d wd=0", "d wd=0.1"]
+
+
+def test_every_figure_is_written_for_any_sweep(tmp_path):
+    table, history, spectra = synthetic_table()
+    for sweep in ("weight_decay", "batch_size"):
+        paths = experiment_figures(table, history, spectra, tmp_path / sweep, sweep)
+        assert [p.name for p in paths] == list(FIGURE_FILES)
+        for path in paths:
+            text = path.read_text()
+            assert text.lstrip().startswith("<?xml") and "<svg" in text and len(text) > 5000
