@@ -13,8 +13,8 @@ import torch
 
 from rankbias.paper_a import eps_batch, theorem_26, unit_states
 from rankbias.paper_b import bound_columns, norm_ratios
-from rankbias.spectra import rank_metrics
-from rankbias.train import DTYPES, decay_weights, lr_factor
+from rankbias.spectra import rank_metrics, rank_tolerances
+from rankbias.train import DTYPES, lr_factor, member_decay_weights
 
 COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
 
@@ -75,15 +75,7 @@ def paper_a_columns(
     x_train = torch.as_tensor(arrays["x_train"], dtype=dtype)
     y_train = torch.as_tensor(arrays["y_train"], dtype=torch.long if loss == "ce" else dtype)
     weight_decay = torch.tensor([m["weight_decay"] for m in members], dtype=dtype)
-    forms = [m.get("wd_function", "constant") for m in members]
-    v_weights = None
-    if any(form != "constant" for form in forms):
-        v_weights = torch.stack(
-            [
-                torch.as_tensor(decay_weights(f, arrays["x_train"], arrays["y_train"]), dtype=dtype)
-                for f in forms
-            ]
-        )
+    v_weights = member_decay_weights(members, arrays, dtype, torch.device("cpu"))
     eps = eps_batch(
         params,
         x_train,
@@ -117,10 +109,7 @@ def measure_job(
     """Tidy metrics table and spectra {"W{layer}": [M, r]} for one training job."""
     y_train = arrays["y_train"]
     depth, loss = spec["depth"], spec["loss"]
-    tolerances = {
-        "rank_tol": spec.get("metrics", {}).get("rank_tol", 1e-3),
-        "rel_tol": spec.get("metrics", {}).get("rel_tol", 1e-3),
-    }
+    tolerances = rank_tolerances(spec.get("metrics", {}))
     last = history[(history["epoch"] == history["epoch"].max()) & (history["layer"] == 1)]
     last = last.sort_values("member").reset_index(drop=True)
     const_loss = constant_predictor_loss(y_train, loss)

@@ -20,6 +20,14 @@ METRICS = (
 )
 
 
+def rank_tolerances(metrics_config: dict) -> dict[str, float]:
+    """The tolerances of `rank_galanti` and `rank_rel` from the config's `metrics` block."""
+    return {
+        "rank_tol": metrics_config.get("rank_tol", 1e-3),
+        "rel_tol": metrics_config.get("rel_tol", 1e-3),
+    }
+
+
 def singular_values(weights: torch.Tensor) -> torch.Tensor:
     """Batched singular values [M, min(m, n)], descending, in float64 on the CPU."""
     return torch.linalg.svdvals(weights.detach().to(device="cpu", dtype=torch.float64))

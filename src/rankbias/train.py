@@ -23,7 +23,7 @@ import torch
 
 from rankbias.models import Arch, backward, forward, init_params, losses_and_gradient, member_losses
 from rankbias.paper_a import eps_batch
-from rankbias.spectra import rank_metrics, singular_values
+from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
 
 DATA_SEED_OFFSET = 1_000_003  # data order and initialisation come from different streams
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -147,6 +147,17 @@ def decay_weights(form: str, x_train: np.ndarray, y_train: np.ndarray) -> np.nda
     return weights / weights.mean()
 
 
+def member_decay_weights(
+    members: list[dict], arrays: dict[str, np.ndarray], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
+    """[M, N] V-decay weights of every member, or None when every member uses constant g."""
+    forms = [m.get("wd_function", "constant") for m in members]
+    if all(form == "constant" for form in forms):
+        return None
+    weights = [decay_weights(form, arrays["x_train"], arrays["y_train"]) for form in forms]
+    return torch.as_tensor(np.stack(weights), dtype=dtype, device=device)
+
+
 def schedule(spec: dict, n_train: int) -> tuple[int, int]:
     """Epochs (from `epochs`, or `steps` rounded up to whole epochs) and the logging interval."""
     steps_per_epoch = -(-n_train // spec["batch_size"])
@@ -184,23 +195,12 @@ def train_ensemble(
     lr = torch.tensor([m["lr"] for m in members], dtype=dtype, device=device)
     wd = torch.tensor([m["weight_decay"] for m in members], dtype=dtype, device=device)
     bias_wd = wd if spec.get("bias_decay", True) else torch.zeros_like(wd)
-    forms = [m.get("wd_function", "constant") for m in members]
-    v_weights = None  # [M, N] per-sample V-decay weights, only when some g is data-dependent
-    if any(form != "constant" for form in forms):
-        v_weights = torch.stack(
-            [
-                torch.as_tensor(decay_weights(f, arrays["x_train"], arrays["y_train"]), dtype=dtype)
-                for f in forms
-            ]
-        ).to(device)
+    v_weights = member_decay_weights(members, arrays, dtype, device)
     data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
     alive = torch.ones(count, dtype=torch.bool, device=device)
     diverged_epoch = np.full(count, -1)
     settings = spec.get("metrics", {})
-    tolerances = {
-        "rank_tol": settings.get("rank_tol", 1e-3),
-        "rel_tol": settings.get("rel_tol", 1e-3),
-    }
+    tolerances = rank_tolerances(settings)
     chunk = spec.get("eval_batch", 4096)
     n_train = len(x_train)
     epochs, log_every = schedule(spec, n_train)
