@@ -18,7 +18,7 @@ from rankbias.data import SOURCES
 
 validate(config, schema="../schemas/config.schema.yaml")
 JOBS = plan.jobs(config)
-EXPERIMENTS = sorted(config["experiments"])
+EXPERIMENTS = list(config["experiments"])  # config order is the report order
 DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
 # Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.
 REPORT_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "index.html.j2")
