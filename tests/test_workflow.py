@@ -97,8 +97,8 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     snakemake(workdir, "--cores", "2")
     html = (workdir / "results" / "report" / "index.html").read_text()
     assert "Tiny end-to-end check" in html
-    # sections follow the config's order, not the alphabet
-    assert html.index("Tiny end-to-end check") < html.index("Tiny batch-size sweep")
+    # sections follow the config's order (tiny_batch first), not the alphabet
+    assert html.index("Tiny batch-size sweep") < html.index("Tiny end-to-end check")
     assert html.count('src="data:image/svg+xml;base64,') == 4 * 2  # 4 figures, 2 experiments
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "<script" not in html and "<link" not in html
