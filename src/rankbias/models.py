@@ -116,9 +116,8 @@ def losses_and_gradient(
     batch = outputs.shape[1]
     if loss == "mse":
         residual = outputs - targets
-        return 0.5 * residual.square().sum(dim=-1).mean(
-            dim=-1
-        ), residual / batch if gradient else None
+        losses = 0.5 * residual.square().sum(dim=-1).mean(dim=-1)
+        return losses, residual / batch if gradient else None
     if loss == "ce":
         log_probs = torch.log_softmax(outputs, dim=-1)
         picked = targets.unsqueeze(-1)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rankbias import __version__
-from rankbias.figures import add_setting
+from rankbias.figures import FIGURE_FILES, add_setting
 from rankbias.plan import format_number
 from rankbias.storage import read_json, write_text
 
@@ -211,11 +211,11 @@ def build_context(
                 "figures": [
                     {
                         "id": f"{name}-{file.removesuffix('.svg')}",
-                        "title": title,
-                        "caption": caption,
+                        "title": FIGURES[file][0],
+                        "caption": FIGURES[file][1],
                         "uri": _figure_uri(figure_paths[(name, file)]),
                     }
-                    for file, (title, caption) in FIGURES.items()
+                    for file in FIGURE_FILES  # the files figures.py writes, in its order
                 ],
             }
         )

@@ -38,7 +38,6 @@ class TrainResult:
     diverged_epoch: np.ndarray  # -1 for members that never diverged
     wall_time_s: float
     device: str
-    v_weights: torch.Tensor | None = None  # data-dependent V-decay weights, for measurement
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -289,4 +288,4 @@ def train_ensemble(
     ids = pd.DataFrame(members)
     ids["member_index"] = range(count)
     frame = ids.merge(frame, on="member_index").drop(columns="member_index")
-    return TrainResult(init, final, frame, diverged_epoch, wall, str(device), v_weights)
+    return TrainResult(init, final, frame, diverged_epoch, wall, str(device))
