@@ -1,25 +1,32 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
 
-from rankbias.figures import FIGURE_FILES, add_setting, experiment_figures
+from rankbias.figures import add_setting, draw_figure
+from rankbias.plan import FIGURE_KINDS
 
 
 def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     rng = np.random.default_rng(0)
+    eps = (0.1, 0.3, 0.5)
     rows, spectra = [], {}
     for batch in (8, 64):
-        group = f"d_L2_H4_B{batch}_j0"
+        group = f"d_L3_H4_B{batch}_j0"
         members = []
         for member, (seed, wd) in enumerate([(s, w) for s in (0, 1) for w in (0.0, 0.1)]):
             members.append(member)
-            for layer in (1, 2):
+            for layer in (1, 2, 3):
                 rows.append(
                     {
                         "group": group,
                         "member": member,
                         "layer": layer,
                         "dataset": "d",
-                        "depth": 2,
+                        "depth": 3,
                         "width": 4,
                         "batch_size": batch,
                         "lr": 0.1,
@@ -41,6 +48,10 @@ def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                                 "units_dead",
                                 "units_linear",
                                 "units_zero_input",
+                                "test_acc",
+                                "test_loss",
+                                "fro_norm",
+                                *(f"{k}_{e}" for k in ("galanti_bound", "sv_above") for e in eps),
                             )
                         },
                     }
@@ -51,7 +62,10 @@ def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         }
     table = pd.DataFrame(rows)
     history = pd.concat(
-        [table.assign(epoch=e, train_loss=1.0 / (e + 1), diverged=False) for e in (0, 5)]
+        [
+            table.assign(epoch=e, train_loss=1.0 / (e + 1), diverged=False, fro_norm=1 + e)
+            for e in (0, 5, 10)
+        ]
     )
     return table, history, spectra
 
@@ -64,11 +78,19 @@ def test_setting_leaves_out_the_swept_axis():
     assert sorted(by_batch) == ["d wd=0", "d wd=0.1"]
 
 
-def test_every_figure_is_written_for_any_sweep(tmp_path):
+def test_every_figure_kind_is_drawn_for_any_sweep(tmp_path):
     table, history, spectra = synthetic_table()
-    for sweep in ("weight_decay", "batch_size"):
-        paths = experiment_figures(table, history, spectra, tmp_path / sweep, sweep)
-        assert [p.name for p in paths] == list(FIGURE_FILES)
-        for path in paths:
+    for sweep, hue in (("weight_decay", "batch_size"), ("batch_size", "weight_decay")):
+        for kind in FIGURE_KINDS:
+            path = tmp_path / sweep / f"{kind}.svg"
+            draw_figure(kind, table, history, spectra, path, sweep, hue)
             text = path.read_text()
             assert text.lstrip().startswith("<?xml") and "<svg" in text and len(text) > 5000
+
+
+def test_the_config_schema_allows_exactly_the_drawable_figures():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    allowed = schema["$defs"]["experiment"]["properties"]["figures"]["items"]["enum"]
+    assert allowed == list(FIGURE_KINDS)
+    with pytest.raises(ValueError, match="unknown figure 'pie'"):
+        draw_figure("pie", *synthetic_table()[:2], {}, Path("unused.svg"))

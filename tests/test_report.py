@@ -1,7 +1,9 @@
+import itertools
+
 import numpy as np
 import pandas as pd
 
-from rankbias.report import _number, run_table
+from rankbias.report import _number, experiment_tables, run_table
 
 
 def test_number_formatting():
@@ -40,3 +42,41 @@ def test_run_table_takes_medians_over_healthy_members_only():
         "thm26_ratio": "∞",
     }
     assert rows[1]["ok / runs"] == "1/2" and rows[1]["rank_galanti"] == "2"
+
+
+def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart():
+    rows = []
+    for wd, seed, layer in itertools.product((0.0, 0.01), (0, 1), (1, 2, 3)):
+        rows.append(
+            {
+                "layer": layer,
+                "dataset": "d",
+                "depth": 3,
+                "width": 8,
+                "batch_size": 16,
+                "lr": 0.1,
+                "wd_function": "constant",
+                "batch_norm": True,
+                "weight_decay": wd,
+                "status": "ok",
+                "rank_galanti": 10 * layer + (wd > 0) + seed,
+                "galanti_bound_0.5": np.inf if wd == 0 else 500.0,
+                "test_acc": 0.9,
+            }
+        )
+    table = pd.DataFrame(rows)
+    tables = {t["title"]: t["rows"] for t in experiment_tables(table, {}, "weight_decay")}
+    hidden = tables[
+        "Final losses and rank metrics of every hidden layer (median over seeds, by weight_decay)"
+    ]
+    assert [(r["weight_decay"], r["layer"], r["rank_galanti"]) for r in hidden] == [
+        ("0", "W1", "10.5"),
+        ("0", "W2", "20.5"),
+        ("0.01", "W1", "11.5"),
+        ("0.01", "W2", "21.5"),
+    ]
+    output = tables["The output layer, reported apart (median over seeds)"]
+    assert [r["rank_galanti"] for r in output] == ["30.5", "31.5"]
+    bound = next(rows for title, rows in tables.items() if title.startswith("Paper B's Theorem"))
+    assert [r["galanti_bound_0.5"] for r in bound] == ["∞", "∞", "500", "500"]
+    assert not any(title.startswith("Paper A") for title in tables)  # no eps columns at all

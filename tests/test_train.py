@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankbias.models import Arch, init_params
+from rankbias.models import Arch, forward, init_params
 from rankbias.train import DATA_SEED_OFFSET, decay_weights, schedule, train_ensemble
 
 
@@ -32,6 +32,7 @@ def spec_for(
     batch_size: int = 8,
     epochs: int = 3,
     dtype: str = "float64",
+    batch_norm: bool = False,
 ) -> dict:
     return {
         "loss": loss,
@@ -43,6 +44,7 @@ def spec_for(
         "dtype": dtype,
         "device": "cpu",
         "output_bias": False,
+        "batch_norm": batch_norm,
         "bias_decay": True,
         "members": [{"member": i, **m} for i, m in enumerate(members)],
     }
@@ -57,7 +59,7 @@ def reference_training(
     x = torch.as_tensor(arrays["x_train"])
     y = torch.as_tensor(arrays["y_train"])
     out_dim = int(y.max()) + 1 if spec["loss"] == "ce" else y.shape[1]
-    arch = Arch(x.shape[1], spec["width"], spec["depth"], out_dim)
+    arch = Arch(x.shape[1], spec["width"], spec["depth"], out_dim, batch_norm=spec["batch_norm"])
     start = init_params(arch, [member["seed"]], torch.float64, torch.device("cpu"))
     layers: list[nn.Module] = []
     for layer, (fan_out, fan_in) in enumerate(arch.layer_shapes(), start=1):
@@ -66,7 +68,10 @@ def reference_training(
             linear.weight.copy_(start[f"W{layer}"][0])
             if linear.bias is not None:
                 linear.bias.copy_(start[f"b{layer}"][0])
-        layers += [linear, nn.ReLU()]
+        layers.append(linear)
+        if arch.batch_norm and layer < arch.depth:
+            layers.append(nn.BatchNorm1d(fan_out).double())
+        layers.append(nn.ReLU())
     model = nn.Sequential(*layers[:-1])
     decay = 0.0 if v_weights is not None else member["weight_decay"]
     optimiser = torch.optim.SGD(model.parameters(), lr=member["lr"], momentum=0, weight_decay=decay)
@@ -90,11 +95,20 @@ def reference_training(
                         parameter.grad += member["weight_decay"] * factor * parameter
             optimiser.step()
     linears = [m for m in model if isinstance(m, nn.Linear)]
+    norms = [m for m in model if isinstance(m, nn.BatchNorm1d)]
     weights = {}
     for layer, linear in enumerate(linears, start=1):
         weights[f"W{layer}"] = linear.weight.detach().numpy()
         if linear.bias is not None:
             weights[f"b{layer}"] = linear.bias.detach().numpy()
+    for layer, norm in enumerate(norms, start=1):
+        weights[f"bn_weight{layer}"] = norm.weight.detach().numpy()
+        weights[f"bn_bias{layer}"] = norm.bias.detach().numpy()
+        weights[f"bn_mean{layer}"] = norm.running_mean.numpy()
+        weights[f"bn_var{layer}"] = norm.running_var.numpy()
+    model.eval()  # evaluation uses the running statistics
+    with torch.no_grad():
+        weights["test_outputs"] = model(torch.as_tensor(arrays["x_test"])).numpy()
     return weights
 
 
@@ -106,20 +120,26 @@ MEMBERS = [
 ]
 
 
-@pytest.mark.parametrize("loss,depth,batch_size", [("mse", 2, 8), ("ce", 2, 7), ("mse", 3, 16)])
-def test_each_member_equals_the_model_trained_alone(loss, depth, batch_size):
+@pytest.mark.parametrize(
+    "loss,depth,batch_size,batch_norm",
+    [("mse", 2, 8, False), ("ce", 2, 7, False), ("mse", 3, 16, False), ("ce", 4, 7, True)],
+)
+def test_each_member_equals_the_model_trained_alone(loss, depth, batch_size, batch_norm):
+    """Weights, biases, batch-norm parameters and running statistics, and the evaluation-mode
+    outputs on the test inputs, all to 1e-10 in float64."""
     arrays = toy_arrays(loss)
-    spec = spec_for(MEMBERS, loss, depth=depth, batch_size=batch_size)
+    spec = spec_for(MEMBERS, loss, depth=depth, batch_size=batch_size, batch_norm=batch_norm)
     result = train_ensemble(spec, arrays, log=lambda _: None)
+    x_test = torch.as_tensor(arrays["x_test"])
+    params = {name: torch.as_tensor(value) for name, value in result.final.items()}
+    outputs = forward(params, x_test, depth).numpy()
     for index, member in enumerate(MEMBERS):
         alone = reference_training(arrays, spec, member)
+        assert set(alone) - {"test_outputs"} == set(result.final)
+        ensemble = {**result.final, "test_outputs": outputs}
         for name, weight in alone.items():
             np.testing.assert_allclose(
-                result.final[name][index],
-                weight,
-                rtol=0,
-                atol=1e-10,
-                err_msg=f"member {index} {name}",
+                ensemble[name][index], weight, rtol=0, atol=1e-10, err_msg=f"member {index} {name}"
             )
 
 
@@ -136,6 +156,7 @@ def test_data_dependent_weight_decay_of_v_matches_a_hand_written_reference():
     for index, member in enumerate(members):
         weights = decay_weights(member["wd_function"], arrays["x_train"], arrays["y_train"])
         alone = reference_training(arrays, spec, member, weights)
+        alone.pop("test_outputs")
         for name, weight in alone.items():
             np.testing.assert_allclose(result.final[name][index], weight, rtol=0, atol=1e-10)
     constant = train_ensemble(spec_for(MEMBERS[3:], "mse"), arrays, log=lambda _: None)
@@ -211,3 +232,10 @@ def test_weight_decay_shrinks_weights_without_data_gradient():
     result = train_ensemble(spec_for(members, "mse", epochs=5), arrays, log=lambda _: None)
     norms = np.linalg.norm(result.final["W1"].reshape(2, -1), axis=1)
     assert norms[1] < 0.8 * norms[0]
+
+
+def test_batch_norm_refuses_a_mini_batch_of_one_sample():
+    arrays = toy_arrays("ce", n_train=61)  # batch 6 leaves one sample in the last batch
+    spec = spec_for(MEMBERS[:1], "ce", depth=3, batch_size=6, batch_norm=True)
+    with pytest.raises(ValueError, match="batch_size 6 with 61 training samples"):
+        train_ensemble(spec, arrays, log=lambda _: None)

@@ -76,7 +76,9 @@ def test_default_config_dry_run_plans_the_audit(tmp_path):
     sources = {spec["source"] for spec in config["datasets"].values()} - {"teacher"}
     assert counts["fetch_dataset"] == len(sources) == 3  # MNIST, Fashion-MNIST, housing
     assert counts["train"] == len(plan.jobs(config))
-    assert counts["figures"] == len(config["experiments"])
+    assert counts["figure"] == sum(
+        len(plan.experiment_figures(block)) for block in config["experiments"].values()
+    )
     assert counts["measure"] == counts["train"] and counts["report"] == 1
 
 
@@ -99,22 +101,29 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert "Tiny end-to-end check" in html
     # sections follow the config's order (tiny_batch first), not the alphabet
     assert html.index("Tiny batch-size sweep") < html.index("Tiny end-to-end check")
-    assert html.count('src="data:image/svg+xml;base64,') == 4 * 2  # 4 figures, 2 experiments
+    # 4 default figures in each of 2 experiments, and the 5 listed by tiny_deep
+    assert html.count('src="data:image/svg+xml;base64,') == 4 * 2 + 5
+    assert "The output layer, reported apart" in html and "Spearman correlation" in html
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "<script" not in html and "<link" not in html
     table = pd.read_csv(workdir / "results" / "tables" / "tiny.csv")
     # teacher: 4 members x 2 layers; housing: 2 members x (2 + 3 layers)
     assert len(table) == 4 * 2 + 2 * (2 + 3)
     first = table[table["layer"] == 1]
-    assert first["eps_batch_max"].notna().all() and (first["eps_batch_max"] > 0).all()
-    assert np.isinf(first.loc[first["weight_decay"] == 0, "thm26_bound"]).all()
-    assert first[["units_dead", "units_linear"]].stack().between(0, 1).all()
+    two_layer = first["depth"] == 2  # Paper A's quantities exist for two-layer nets only
+    assert (first.loc[two_layer, "eps_batch_max"] > 0).all()
+    assert first.loc[~two_layer, "eps_batch_max"].isna().all()
+    assert np.isinf(first.loc[two_layer & (first["weight_decay"] == 0), "thm26_bound"]).all()
+    assert first.loc[two_layer, ["units_dead", "units_linear"]].stack().between(0, 1).all()
     batch = pd.read_csv(workdir / "results" / "tables" / "tiny_batch.csv")
     assert sorted(batch["batch_size"].unique()) == [16, 200]
     assert set(batch["wd_function"]) == {"constant", "target_abs"}
     assert set(table["status"]) <= {"ok", "diverged", "collapsed"}
     assert table["rank_galanti"].between(0, 16).all()
     assert (workdir / "results" / "figures" / "tiny" / "spectra.svg").stat().st_size > 1000
+    deep = pd.read_csv(workdir / "results" / "tables" / "tiny_deep.csv")
+    assert set(deep["layer"]) == {1, 2, 3} and deep["batch_norm"].all()
+    assert deep["norm_ratio"].notna().all() and "eps_batch_max" not in deep
     # everything is up to date afterwards: nothing reruns
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout + snakemake(workdir, "-n").stderr
     # Snakemake's own report bundles the figures and the HTML report

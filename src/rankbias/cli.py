@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from rankbias import data
+from rankbias.plan import FIGURE_KINDS
 from rankbias.storage import read_json, write_csv, write_json, write_npz
 
 
@@ -101,17 +102,16 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     _log(f"aggregated {len(args.tables)} jobs")
 
 
-def cmd_figures(args: argparse.Namespace) -> None:
-    from rankbias.figures import experiment_figures
+def cmd_figure(args: argparse.Namespace) -> None:
+    from rankbias.figures import draw_figure
 
     spectra = {}
     for path in args.spectra:
         with np.load(path) as handle:
             spectra[Path(path).name.removesuffix(".spectra.npz")] = {k: handle[k] for k in handle}
-    paths = experiment_figures(
-        pd.read_csv(args.table), pd.read_csv(args.history), spectra, Path(args.out_dir), args.sweep
-    )
-    _log(f"wrote {', '.join(str(p) for p in paths)}")
+    table, history = pd.read_csv(args.table), pd.read_csv(args.history)
+    draw_figure(args.kind, table, history, spectra, Path(args.out), args.sweep, args.hue)
+    _log(f"wrote {args.out}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -167,13 +167,15 @@ def parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--out-history", required=True)
     aggregate.set_defaults(func=cmd_aggregate)
 
-    figures = steps.add_parser("figures", help="the figures of one experiment")
-    figures.add_argument("--table", required=True)
-    figures.add_argument("--history", required=True)
-    figures.add_argument("--spectra", nargs="+", required=True)
-    figures.add_argument("--out-dir", required=True)
-    figures.add_argument("--sweep", default="weight_decay", help="the x axis of the figures")
-    figures.set_defaults(func=cmd_figures)
+    figure = steps.add_parser("figure", help="one figure of one experiment")
+    figure.add_argument("--kind", required=True, choices=FIGURE_KINDS)
+    figure.add_argument("--table", required=True)
+    figure.add_argument("--history", required=True)
+    figure.add_argument("--spectra", nargs="+", required=True)
+    figure.add_argument("--out", required=True, help="the .svg to write")
+    figure.add_argument("--sweep", default="weight_decay", help="the x axis of the figure")
+    figure.add_argument("--hue", default="batch_size", help="the colour axis (grid, heatmap)")
+    figure.set_defaults(func=cmd_figure)
 
     report = steps.add_parser("report", help="render the HTML report")
     report.add_argument("--meta", required=True, help="experiment titles and config, as JSON")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rankbias.paper_a import eps_batch, theorem_26, unit_states
+from rankbias.paper_a import applies, eps_batch, theorem_26, unit_states
 from rankbias.paper_b import bound_columns, norm_ratios
 from rankbias.spectra import rank_metrics, rank_tolerances
 from rankbias.train import DTYPES, lr_factor, member_decay_weights
@@ -127,6 +127,7 @@ def measure_job(
             "loss": loss,
             "depth": depth,
             "width": spec["width"],
+            "batch_norm": bool(spec.get("batch_norm", False)),
             "batch_size": spec["batch_size"],
             "epochs": int(history["epoch"].max()),
             "member": last["member"],
@@ -162,7 +163,7 @@ def measure_job(
             frame[name] = value.numpy()
         for name, value in bound_columns(sigma, spec["batch_size"], final_lr, weight_decay).items():
             frame[name] = value.numpy()
-        if layer == 1:
+        if layer == 1 and applies(spec):
             for name, value in paper_a_columns(
                 spec, final_weights, arrays, metrics["fro_norm"], metrics["residual_2"]
             ).items():

@@ -3,6 +3,11 @@
 Weights use the `nn.Linear` layout, W_l of shape [M, out, in], so that W1 of a two-layer net is
 Paper A's V (m × n) and the last weight is U. A forward pass is one batched matmul per layer for
 all members at once, which is what makes a sweep of many small models fast.
+
+With `batch_norm`, every hidden layer is Linear (no bias: batch norm's shift makes it redundant)
+→ BatchNorm1d → ReLU, Paper B's MLP-BN-L-H (its code, `models/mlp.py`). Batch-norm scale and shift
+are parameters `bn_weight{l}`, `bn_bias{l}`; running statistics `bn_mean{l}`, `bn_var{l}` are
+buffers updated as torch does (momentum 0.1, unbiased variance) and used for evaluation.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class Arch:
     depth: int  # number of weight matrices; 2 is Paper A's U relu(V x + b)
     out_dim: int
     output_bias: bool = False
+    batch_norm: bool = False
 
     def layer_shapes(self) -> list[tuple[int, int]]:
         """(out, in) of each weight matrix, first layer first."""
@@ -28,7 +34,15 @@ class Arch:
         return [(dims[i + 1], dims[i]) for i in range(self.depth)]
 
     def has_bias(self, layer: int) -> bool:
-        return layer < self.depth or self.output_bias
+        return (layer < self.depth and not self.batch_norm) or (
+            layer == self.depth and self.output_bias
+        )
+
+
+BN_EPS = 1e-5  # torch.nn.BatchNorm1d defaults
+BN_MOMENTUM = 0.1
+NORM_PARAMS = ("bn_weight", "bn_bias")  # trained, with the biases' weight decay
+NORM_BUFFERS = ("bn_mean", "bn_var")  # running statistics, not trained
 
 
 def param_names(arch: Arch) -> list[str]:
@@ -37,6 +51,8 @@ def param_names(arch: Arch) -> list[str]:
         names.append(f"W{layer}")
         if arch.has_bias(layer):
             names.append(f"b{layer}")
+        if arch.batch_norm and layer < arch.depth:
+            names += [f"{kind}{layer}" for kind in NORM_PARAMS + NORM_BUFFERS]
     return names
 
 
@@ -58,17 +74,28 @@ def init_params(
             if arch.has_bias(layer):
                 bias = torch.empty(fan_out, dtype=torch.float64)
                 stacked[f"b{layer}"].append(bias.uniform_(-bound, bound, generator=generator))
+            if arch.batch_norm and layer < arch.depth:
+                for kind, start in zip(
+                    NORM_PARAMS + NORM_BUFFERS, (1.0, 0.0, 0.0, 1.0), strict=True
+                ):
+                    stacked[f"{kind}{layer}"].append(torch.full((fan_out,), start))
     return {
         name: torch.stack(values).to(device=device, dtype=dtype) for name, values in stacked.items()
     }
 
 
 def forward(
-    params: dict[str, torch.Tensor], x: torch.Tensor, depth: int, cache: list | None = None
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    depth: int,
+    cache: list | None = None,
+    batch_stats: bool = False,
 ) -> torch.Tensor:
     """Outputs [M, N, out] for inputs [M, N, in] (own batch per member) or [N, in] (shared).
 
-    With `cache`, appends (layer input, pre-activation) per layer for a manual backward pass.
+    With `cache`, appends (layer input, pre-activation, batch-norm state or None) per layer for a
+    manual backward pass. Batch norm uses the batch's statistics when `batch_stats` (training) and
+    the running ones otherwise (evaluation).
     """
     hidden = x
     for layer in range(1, depth + 1):
@@ -78,32 +105,100 @@ def forward(
         else:
             pre = torch.matmul(hidden, weight.mT)
             pre = pre + bias.unsqueeze(1) if bias is not None else pre
+        norm = None
+        if layer < depth and f"bn_weight{layer}" in params:
+            norm = batch_norm(params, layer, pre, batch_stats)
         if cache is not None:
-            cache.append((hidden, pre))
-        hidden = torch.relu(pre) if layer < depth else pre
+            cache.append((hidden, pre, norm))
+        activated = pre if norm is None else norm.output
+        hidden = pre if layer == depth else torch.relu(activated)
     return hidden
+
+
+@dataclass
+class NormState:
+    """What batch norm's backward pass needs, and the batch statistics for the running ones."""
+
+    normalised: torch.Tensor  # x_hat [M, N, H]
+    inv_std: torch.Tensor  # [M, 1, H]
+    output: torch.Tensor  # scale * x_hat + shift, before the ReLU
+    mean: torch.Tensor  # [M, H] batch mean (running mean in evaluation)
+    var: torch.Tensor  # [M, H] biased batch variance
+
+
+def batch_norm(
+    params: dict[str, torch.Tensor], layer: int, pre: torch.Tensor, batch_stats: bool
+) -> NormState:
+    if batch_stats:
+        var, mean = torch.var_mean(pre, dim=1, correction=0)
+    else:
+        mean, var = params[f"bn_mean{layer}"], params[f"bn_var{layer}"]
+    inv_std = torch.rsqrt(var + BN_EPS).unsqueeze(1)
+    normalised = (pre - mean.unsqueeze(1)) * inv_std
+    scale, shift = params[f"bn_weight{layer}"].unsqueeze(1), params[f"bn_bias{layer}"].unsqueeze(1)
+    return NormState(normalised, inv_std, torch.addcmul(shift, normalised, scale), mean, var)
+
+
+def update_running_stats(params: dict[str, torch.Tensor], cache: list, batch: int) -> None:
+    """torch's rule: running <- (1 - momentum)·running + momentum·batch, unbiased variance."""
+    for layer, (_, _, norm) in enumerate(cache, start=1):
+        if norm is not None:
+            params[f"bn_mean{layer}"].lerp_(norm.mean, BN_MOMENTUM)
+            params[f"bn_var{layer}"].lerp_(norm.var * (batch / (batch - 1)), BN_MOMENTUM)
 
 
 def backward(
     params: dict[str, torch.Tensor],
     cache: list,
     delta: torch.Tensor,
-    visit: Callable[[int, torch.Tensor, torch.Tensor], None],
+    visit: Callable[[int, torch.Tensor, torch.Tensor, tuple | None], None],
 ) -> None:
     """Backpropagate dLoss/d(output) `delta` [M, N, out] through the cached forward pass.
 
-    Calls `visit(layer, delta_l, input_l)` from the last layer down, where delta_l = dLoss/d(pre-
-    activation of layer l), so that the weight gradient is delta_l^T input_l and the bias gradient
-    delta_l summed over samples. The next delta is computed *before* `visit`, which may therefore
-    update the layer's weights in place (a fused SGD step).
+    Calls `visit(layer, delta_l, input_l, norm_grads_l)` from the last layer down, where delta_l =
+    dLoss/d(pre-activation of layer l), so that the weight gradient is delta_l^T input_l and the
+    bias gradient delta_l summed over samples; norm_grads_l is (d scale, d shift) of the layer's
+    batch norm, or None. Everything a layer's `visit` may change in place (a fused SGD step) has
+    been used before it is called.
     """
+    norm_grads = None
     for layer in range(len(cache), 0, -1):
-        inputs, _ = cache[layer - 1]
-        below = None
+        inputs = cache[layer - 1][0]
+        below, below_grads = None, None
         if layer > 1:
-            below = torch.bmm(delta, params[f"W{layer}"]) * (cache[layer - 2][1] > 0)
-        visit(layer, delta, inputs)
-        delta = below
+            _, pre, norm = cache[layer - 2]
+            upstream = torch.bmm(delta, params[f"W{layer}"])
+            if norm is None:
+                below = upstream * (pre > 0)
+            else:
+                below, below_grads = batch_norm_backward(
+                    upstream * (norm.output > 0), norm, params[f"bn_weight{layer - 1}"]
+                )
+        visit(layer, delta, inputs, norm_grads)
+        delta, norm_grads = below, below_grads
+
+
+def batch_norm_backward(
+    grad_output: torch.Tensor, norm: NormState, scale: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """dLoss/d(pre) and (d scale, d shift) from dLoss/d(batch-norm output), training mode.
+
+    Non-finite values (only possible for a member already frozen as diverged) become 0 so that
+    its zero step stays zero."""
+    grad_scale = (grad_output * norm.normalised).sum(dim=1)
+    grad_shift = grad_output.sum(dim=1)
+    grad_normalised = grad_output * scale.unsqueeze(1)
+    grad_pre = norm.inv_std * (
+        grad_normalised
+        - grad_normalised.mean(dim=1, keepdim=True)
+        - norm.normalised * (grad_normalised * norm.normalised).mean(dim=1, keepdim=True)
+    )
+    clean = (
+        torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+        for g in (grad_pre, grad_scale, grad_shift)
+    )
+    grad_pre, grad_scale, grad_shift = clean
+    return grad_pre, (grad_scale, grad_shift)
 
 
 def losses_and_gradient(

@@ -18,6 +18,12 @@ COLLAPSE_TOL = 1e-6
 ZERO_INPUT_TOL = 1e-8
 
 
+def applies(spec: dict) -> bool:
+    """Paper A's theory is about two-layer nets U relu(V x + b); deeper or batch-normalised
+    networks get no Paper A columns (their eps would need another definition)."""
+    return spec["depth"] == 2 and not spec.get("batch_norm", False)
+
+
 def first_layer_gradient(
     params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, depth: int, loss: str
 ) -> torch.Tensor:
@@ -28,7 +34,7 @@ def first_layer_gradient(
     _, delta = losses_and_gradient(outputs, targets, loss)
     gradient: list[torch.Tensor] = []
 
-    def keep_first(layer: int, delta_layer: torch.Tensor, inputs: torch.Tensor) -> None:
+    def keep_first(layer: int, delta_layer: torch.Tensor, inputs: torch.Tensor, _norm) -> None:
         if layer == 1:
             gradient.append(torch.matmul(delta_layer.mT, inputs))
 

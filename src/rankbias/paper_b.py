@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -49,3 +50,70 @@ def norm_ratios(history: pd.DataFrame) -> pd.DataFrame:
         return (last * float("nan")).rename("norm_ratio").reset_index()
     previous = history[history["epoch"] == epochs[-2]].set_index(keys)["fro_norm"]
     return (previous / last).rename("norm_ratio").reset_index()
+
+
+# Paper B's directions (claims B2-B4): rank rises with batch size, falls with lr and with wd.
+PREDICTED_SIGN = {"batch_size": 1, "lr": -1, "weight_decay": -1}
+CORRELATION_AXES = ("batch_size", "lr", "weight_decay", "depth")
+STRONG_RHO = 0.5  # science.md's verdict threshold for "larger X gives lower rank"
+
+
+def spearman(x: pd.Series, y: pd.Series) -> float:
+    """Spearman's rho: Pearson's correlation of average ranks (ties share their mean rank)."""
+    if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
+        return float("nan")
+    return float(x.rank().corr(y.rank()))
+
+
+def rank_correlations(
+    table: pd.DataFrame, metrics: tuple[str, ...] = ("rank_galanti", "effective_rank")
+) -> pd.DataFrame:
+    """Spearman rho of each swept axis with each rank metric, per hidden layer, over the grid.
+
+    One point per grid setting (median over seeds of members with status ok), so seeds do not
+    count as independent settings; computed separately over the settings with wd > 0 and with
+    wd = 0 (claim B5: without weight decay batch size and lr should barely matter). rho says
+    whether the order agrees; `grid_spread` = (max - min)/max of the per-setting medians says how
+    much the rank moves at all (a perfect rho over 125 vs 124 is no effect)."""
+    metrics = tuple(m for m in metrics if m in table)
+    hidden = table[(table["layer"] < table["depth"]) & (table["status"] == "ok")]
+    axes = [a for a in CORRELATION_AXES if hidden[a].nunique() > 1]
+    keys = ["dataset", "width", *axes, *(["weight_decay"] if "weight_decay" not in axes else [])]
+    rows = []
+    for (dataset, layer), here in hidden.groupby(["dataset", "layer"]):
+        grid = here.groupby(keys)[list(metrics)].median().reset_index()
+        for subset, part in (
+            ("wd > 0", grid[grid["weight_decay"] > 0]),
+            ("wd = 0", grid[grid["weight_decay"] == 0]),
+        ):
+            for axis in axes:
+                if axis == "weight_decay" and subset == "wd = 0":
+                    continue
+                for metric in metrics:
+                    rho = spearman(part[axis], part[metric])
+                    top = part[metric].max()
+                    sign = PREDICTED_SIGN.get(axis)
+                    agrees = (
+                        "–"
+                        if sign is None or np.isnan(rho)
+                        else "yes"
+                        if sign * rho >= STRONG_RHO
+                        else "opposite"
+                        if sign * rho <= -STRONG_RHO
+                        else "weak"
+                    )
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "layer": int(layer),
+                            "subset": subset,
+                            "axis": axis,
+                            "metric": metric,
+                            "rho": rho,
+                            "settings": len(part),
+                            "grid_spread": (top - part[metric].min()) / top if top > 0 else np.nan,
+                            "paper_b_direction": {1: "+", -1: "−"}.get(sign, "–"),
+                            "agrees": agrees,
+                        }
+                    )
+    return pd.DataFrame(rows)

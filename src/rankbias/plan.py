@@ -14,9 +14,23 @@ from typing import Any
 from rankbias.data import GENERATED_SOURCES, SOURCES
 
 SHAPE_AXES = ("depth", "width", "batch_size")
+# Figures an experiment may list under `figures` (drawn by rankbias.figures.draw_figure).
+FIGURE_KINDS = (
+    "spectra",
+    "rank",
+    "paper_a",
+    "dynamics",
+    "grid",
+    "heatmap",
+    "depth",
+    "bound",
+    "norm_ratio",
+)
+DEFAULT_FIGURES = ("spectra", "rank", "paper_a", "dynamics")  # Paper A's two-layer audits
 RUN_DEFAULTS: dict[str, Any] = {
     "depth": 2,
     "output_bias": False,
+    "batch_norm": False,
     "bias_decay": True,
     "epochs": None,
     "steps": None,
@@ -94,6 +108,7 @@ def jobs(config: dict) -> dict[tuple[str, str], dict]:
                         "width": int(width),
                         "batch_size": int(batch_size),
                         "output_bias": bool(run["output_bias"]),
+                        "batch_norm": bool(run["batch_norm"]),
                         "bias_decay": bool(run["bias_decay"]),
                         "epochs": run["epochs"],
                         "steps": run["steps"],
@@ -110,6 +125,10 @@ def jobs(config: dict) -> dict[tuple[str, str], dict]:
                         ],
                     }
     return planned
+
+
+def experiment_figures(block: dict) -> list[str]:
+    return list(block.get("figures") or DEFAULT_FIGURES)
 
 
 def dataset_source(config: dict, dataset: str) -> str:

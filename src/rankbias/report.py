@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from rankbias import __version__
-from rankbias.figures import FIGURE_FILES, add_setting
-from rankbias.plan import format_number
+from rankbias.figures import add_setting, hidden_layers
+from rankbias.paper_b import rank_correlations
+from rankbias.plan import DEFAULT_FIGURES, format_number
 from rankbias.storage import read_json, write_text
 
 RANK_COLUMNS = (
@@ -48,33 +49,94 @@ PAPER_A_COLUMNS = (
     "units_linear",
     "units_zero_input",
 )
-FIGURES = {
-    "spectra.svg": (
+FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
+    "spectra": (
         "Singular-value spectra of the first-layer matrix W1 (= V)",
         "Normalised singular values sigma_i/sigma_1 of W1 against their index (log scale), "
         "median over seeds of the members that trained normally; one line per value of the "
         "swept hyper-parameter. The dotted line marks index 2: an approximately rank-two V drops "
         "sharply after it.",
     ),
-    "rank.svg": (
+    "rank": (
         "Rank metrics of W1 against the swept hyper-parameter",
         "rank_galanti, effective_rank, stable_rank and residual_2 of W1 per seed (blue points) and "
         "their median (orange line); crosses are excluded members.",
     ),
-    "paper_a.svg": (
+    "paper_a": (
         "Paper A's quantities against the swept hyper-parameter",
         "eps_batch_max (Assumption 2.5's gradient bound, max over every batch of fresh epochs), "
         "thm26_ratio (Theorem 2.6's bound 2·B·eps/µ_V over ||V||_F, log scale; >= 1 is vacuous) "
         "and the fractions of dead, always-active (linear) and zero-input hidden units, per seed "
         "and median. Members with wd = 0 have an infinite bound and are not drawn in that panel.",
     ),
-    "dynamics.svg": (
+    "dynamics": (
         "Training dynamics: train loss, effective rank of W1 and eps_batch over epochs",
         "Median over seeds at each logged epoch (epoch 0 is initialisation), one line per value "
         "of the swept hyper-parameter; eps_batch here is the max over one fresh epoch of batches "
         "at that epoch's weights (concern C1: does training reach a small-eps regime?).",
     ),
+    "grid": (
+        "Rank of every hidden layer against the swept hyper-parameter, one line per colour axis",
+        "rank_galanti and effective_rank of each hidden layer W_l (columns) and the test accuracy "
+        "(test loss for regression), median over seeds of the members that trained normally; one "
+        "line per value of the colour axis (batch size unless configured). Crosses are excluded "
+        "members (diverged, or collapsed to chance accuracy): their rank is not low-rank bias.",
+    ),
+    "heatmap": (
+        "Rank over the grid of the two swept hyper-parameters",
+        "Median rank_galanti (top row) and effective_rank (bottom row) of each hidden layer, and "
+        "the median test accuracy (test loss for regression), in every cell of the grid; one "
+        "colour scale per metric across layers. Cells marked excl. have no member that trained "
+        "normally.",
+    ),
+    "depth": (
+        "Rank of each hidden layer against its position, one line per network depth",
+        "rank_galanti, effective_rank and stable_rank of hidden layer l of networks of depth L "
+        "(number of weight matrices), median over seeds; line style distinguishes weight "
+        "decays (claim B1: is every layer low rank, and which most? concern C6).",
+    ),
+    "bound": (
+        "Measured rank against Paper B's Theorem 3.3 bound",
+        "For ε = 0.1, 0.3, 0.5: sv_above_ε = #{σ_i/‖W‖_F > ε} of every hidden layer of every "
+        "member with wd > 0 that trained normally, against galanti_bound_ε = "
+        "B·log(2/ε)/(2·lr·λ), λ = wd/2 (log scale). Points below the diagonal respect the bound; "
+        "right of the dotted line (the layer's smaller side) the bound is trivially true.",
+    ),
+    "norm_ratio": (
+        "Norm ratio of each hidden layer over training",
+        "‖W_l‖_F at the previous logged epoch over ‖W_l‖_F at this one, median over seeds, one "
+        "line per value of the swept hyper-parameter; Theorem 3.3 assumes it tends to 1 (B8).",
+    ),
 }
+PAPER_B_COLUMNS = (
+    "sv_above_0.1",
+    "rank_eps_0.1",
+    "galanti_bound_0.1",
+    "sv_above_0.5",
+    "rank_eps_0.5",
+    "galanti_bound_0.5",
+    "norm_ratio",
+    "test_acc",
+)
+PAPER_A_NOTE = (
+    "µ_V = wd/2. thm26_bound uses the constant 2·B/µ_V as the reviewers evaluated Theorem 2.6; "
+    "the paper's exact constant is unknown. eps_batch_max is a lower bound on the supremum over "
+    "all mini-batches that Assumption 2.5 requires."
+)
+CORRELATION_NOTE = (
+    "Spearman rho between the axis and the rank metric over the grid: one point per setting "
+    "(median over seeds of members with status ok), separately for settings with wd > 0 and "
+    "wd = 0 (claim B5). Paper B's direction: + for batch size (smaller B, lower rank), − for lr "
+    "and wd. agrees: yes if rho has Paper B's sign and |rho| >= 0.5, opposite if the other sign "
+    "with |rho| >= 0.5, weak otherwise. grid_spread = (max − min)/max of the per-setting medians: "
+    "how far the rank moves at all over the grid."
+)
+PAPER_B_NOTE = (
+    "galanti_bound_ε = B·log(2/ε)/(2·lr·λ) with λ = wd/2 (∞ at wd = 0), at the last epoch's "
+    "learning rate; sv_above_ε = #{σ_i/‖W‖_F > ε}; rank_eps_ε = the smallest rank within ε of "
+    "W/‖W‖_F in Frobenius norm. The bound says something only below the layer's smaller side. "
+    "norm_ratio = ‖W‖_F at the previous logged epoch over ‖W‖_F at the last (claim B8: → 1)."
+)
 PACKAGES = ("torch", "numpy", "pandas", "seaborn", "matplotlib", "snakemake", "jinja2")
 
 
@@ -89,22 +151,91 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def run_table(table: pd.DataFrame, columns: tuple[str, ...], sweep: str) -> list[dict]:
-    """Median over seeds per (setting, swept value) of the members that trained normally."""
-    first = add_setting(table[table["layer"] == 1], sweep)
-    columns = tuple(c for c in columns if c in first and first[c].notna().any())
+def run_table(
+    table: pd.DataFrame, columns: tuple[str, ...], sweep: str, layers: str = "first"
+) -> list[dict]:
+    """Median over seeds per (setting, swept value[, layer]) of the members that trained normally.
+
+    `layers`: "first" (W1 only, Paper A's V), "hidden" (every hidden layer, a row each) or
+    "output" (the last layer, which Paper B reports apart)."""
+    if layers == "first":
+        rows_in = table[table["layer"] == 1]
+    elif layers == "hidden":
+        rows_in = hidden_layers(table)
+    else:
+        rows_in = table[table["layer"] == table["depth"]]
+    rows_in = add_setting(rows_in, sweep)
+    columns = tuple(c for c in columns if c in rows_in and rows_in[c].notna().any())
+    keys = ["setting", sweep] + (["layer"] if layers == "hidden" else [])
     rows = []
-    for (setting, value), group in first.groupby(["setting", sweep], sort=True):
+    for key, group in rows_in.groupby(keys, sort=True):
         ok = group[group["status"] == "ok"]
+        value = key[1]
         row = {
-            "setting": setting,
+            "setting": key[0],
             sweep: value if isinstance(value, str) else format_number(value),
+            **({"layer": f"W{key[2]}"} if layers == "hidden" else {}),
             "ok / runs": f"{len(ok)}/{len(group)}",
         }
         for column in columns:
             row[column] = _number(ok[column].median()) if len(ok) else "–"
         rows.append(row)
-    return rows
+    return rows if columns else []
+
+
+def correlation_table(table: pd.DataFrame) -> list[dict]:
+    frame = rank_correlations(table)
+    if frame.empty or frame["rho"].isna().all():
+        return []
+    frame = frame.dropna(subset=["rho"])
+    return [
+        {
+            **row,
+            "rho": _number(row["rho"], 2),
+            "grid_spread": _number(row["grid_spread"], 2),
+            "layer": f"W{row['layer']}",
+        }
+        for row in frame.to_dict(orient="records")
+    ]
+
+
+def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict]:
+    """The tables of one experiment's section, each {title, note, rows}; empty ones dropped."""
+    deep = bool((table["depth"] > 2).any() or table.get("batch_norm", pd.Series(False)).any())
+    paper_b = deep or {"B7", "B8"} & set(block.get("claims") or [])
+    layers = "hidden" if deep else "first"
+    where = "every hidden layer" if deep else "W1"
+    tables = [
+        {
+            "title": f"Final losses and rank metrics of {where} (median over seeds, by {sweep})",
+            "note": "",
+            "rows": run_table(table, RANK_COLUMNS, sweep, layers),
+        },
+        {
+            "title": f"Paper A's quantities (median over seeds, by {sweep})",
+            "note": PAPER_A_NOTE,
+            "rows": run_table(table, PAPER_A_COLUMNS, sweep),
+        },
+        {
+            "title": "Spearman correlation of rank with each swept axis, per hidden layer",
+            "note": CORRELATION_NOTE,
+            "rows": correlation_table(table),
+        },
+    ]
+    if paper_b:
+        tables += [
+            {
+                "title": f"Paper B's Theorem 3.3 and norm ratio, {where} (median over seeds)",
+                "note": PAPER_B_NOTE,
+                "rows": run_table(table, PAPER_B_COLUMNS, sweep, layers),
+            },
+            {
+                "title": "The output layer, reported apart (median over seeds)",
+                "note": "",
+                "rows": run_table(table, RANK_COLUMNS[4:], sweep, "output"),
+            },
+        ]
+    return [t for t in tables if t["rows"]]
 
 
 def settings_table(table: pd.DataFrame) -> list[dict]:
@@ -117,6 +248,9 @@ def settings_table(table: pd.DataFrame) -> list[dict]:
                 "loss": ", ".join(sorted(group["loss"].unique())),
                 "depth L": _values(group["depth"]),
                 "width H": _values(group["width"]),
+                "batch norm": _values(group["batch_norm"].map({True: "yes", False: "no"}))
+                if "batch_norm" in group
+                else "no",
                 "batch B": _values(group["batch_size"]),
                 "epochs": _values(group["epochs"]),
                 "lr": _values(group["lr"]),
@@ -194,6 +328,7 @@ def build_context(
         excluded = first[first["status"] != "ok"]
         block = meta.get("experiments", {}).get(name, {})
         sweep = block.get("sweep") or "weight_decay"
+        kinds = block.get("figures") or list(DEFAULT_FIGURES)
         experiments.append(
             {
                 "name": name,
@@ -202,20 +337,19 @@ def build_context(
                 "claims": block.get("claims", []),
                 "settings": settings_table(table),
                 "sweep": sweep,
-                "runs": run_table(table, RANK_COLUMNS, sweep),
-                "paper_a": run_table(table, PAPER_A_COLUMNS, sweep),
+                "tables": experiment_tables(table, block, sweep),
                 "counts": first["status"].value_counts().to_dict(),
                 "excluded": excluded[
                     ["group", "member", "seed", "lr", "weight_decay", "status", "status_reason"]
                 ].to_dict(orient="records"),
                 "figures": [
                     {
-                        "id": f"{name}-{file.removesuffix('.svg')}",
-                        "title": FIGURES[file][0],
-                        "caption": FIGURES[file][1],
-                        "uri": _figure_uri(figure_paths[(name, file)]),
+                        "id": f"{name}-{kind}",
+                        "title": FIGURES[kind][0],
+                        "caption": FIGURES[kind][1],
+                        "uri": _figure_uri(figure_paths[(name, f"{kind}.svg")]),
                     }
-                    for file in FIGURE_FILES  # the files figures.py writes, in its order
+                    for kind in kinds
                 ],
             }
         )

@@ -21,8 +21,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rankbias.models import Arch, backward, forward, init_params, losses_and_gradient, member_losses
-from rankbias.paper_a import eps_batch
+from rankbias import paper_a
+from rankbias.models import (
+    NORM_PARAMS,
+    Arch,
+    backward,
+    forward,
+    init_params,
+    losses_and_gradient,
+    member_losses,
+    update_running_stats,
+)
 from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
 
 DATA_SEED_OFFSET = 1_000_003  # data order and initialisation come from different streams
@@ -66,7 +75,9 @@ def sgd_step(
     given, replaces `weight_shrink` for W1 = V (a data-dependent weight decay, Paper A's g(x, y)).
     """
 
-    def update(layer: int, delta_layer: torch.Tensor, inputs: torch.Tensor) -> None:
+    def update(
+        layer: int, delta_layer: torch.Tensor, inputs: torch.Tensor, norm_grads: tuple | None
+    ) -> None:
         step = delta_layer * lr.view(-1, 1, 1)
         weight, bias = params[f"W{layer}"], params.get(f"b{layer}")
         shrink = weight_shrink if layer > 1 or first_shrink is None else first_shrink
@@ -75,6 +86,9 @@ def sgd_step(
         )
         if bias is not None:
             bias.mul_(bias_shrink.view(-1, 1)).sub_(step.sum(dim=1))
+        if norm_grads is not None:  # batch norm's scale and shift decay like biases
+            for kind, grad in zip(NORM_PARAMS, norm_grads, strict=True):
+                params[f"{kind}{layer}"].mul_(bias_shrink.view(-1, 1)).sub_(lr.view(-1, 1) * grad)
 
     backward(params, cache, delta, update)
 
@@ -186,7 +200,19 @@ def train_ensemble(
     x_test = torch.as_tensor(arrays["x_test"], dtype=dtype, device=device)
     y_test = torch.as_tensor(arrays["y_test"], dtype=label_dtype, device=device)
     out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
-    arch = Arch(x_train.shape[1], spec["width"], depth, out_dim, spec.get("output_bias", False))
+    arch = Arch(
+        x_train.shape[1],
+        spec["width"],
+        depth,
+        out_dim,
+        spec.get("output_bias", False),
+        spec.get("batch_norm", False),
+    )
+    if arch.batch_norm and (batch_size == 1 or len(x_train) % batch_size == 1):
+        raise ValueError(
+            f"batch_norm needs every mini-batch to hold >= 2 samples; batch_size {batch_size} "
+            f"with {len(x_train)} training samples leaves a batch of 1"
+        )
 
     seeds = [m["seed"] for m in members]
     params = init_params(arch, seeds, dtype, device)
@@ -217,8 +243,8 @@ def train_ensemble(
             "diverged": (~alive).cpu(),
         }
         first_layer = {}
-        if settings.get("eps_log_epochs", 1):
-            first_layer = eps_batch(
+        if settings.get("eps_log_epochs", 1) and paper_a.applies(spec):
+            first_layer = paper_a.eps_batch(
                 params,
                 x_train,
                 y_train,
@@ -253,7 +279,7 @@ def train_ensemble(
         for start in range(0, n_train, batch_size):
             index = order[:, start : start + batch_size]
             cache: list = []
-            outputs = forward(params, x_train[index], depth, cache)
+            outputs = forward(params, x_train[index], depth, cache, batch_stats=True)
             batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
             alive &= torch.isfinite(batch_losses)
             loss_sum += batch_losses.double() * index.shape[1]
@@ -271,6 +297,8 @@ def train_ensemble(
                 1 - live_lr * bias_wd,
                 v_shrink,
             )
+            if arch.batch_norm:
+                update_running_stats(params, cache, index.shape[1])
         if epoch % progress_every == 0 or epoch == epochs:
             elapsed = time.perf_counter() - started
             live = (loss_sum / n_train)[alive]

@@ -29,6 +29,7 @@ wildcard_constraints:
     group=r"[A-Za-z0-9_.-]+",
     dataset=r"[A-Za-z0-9_.-]+",
     source=r"[A-Za-z0-9_]+",
+    figure="|".join(plan.FIGURE_KINDS),
 
 
 def data_mirror():
@@ -81,13 +82,29 @@ def experiment_files(pattern):
     return files
 
 
-def experiment_sweep(wildcards):
-    return config["experiments"][wildcards.experiment].get("sweep", "weight_decay")
+def experiment_axis(key, default):
+    """Params function: the experiment's `sweep` (x axis) or `hue` (colour axis)."""
+
+    def axis(wildcards):
+        return config["experiments"][wildcards.experiment].get(key, default)
+
+    return axis
 
 
-def report_meta():
+def figure_files():
+    """Every figure of every experiment, in config order: what the report embeds."""
+    return [
+        f"results/figures/{experiment}/{figure}.svg"
+        for experiment in EXPERIMENTS
+        for figure in plan.experiment_figures(config["experiments"][experiment])
+    ]
+
+
+def report_meta(wildcards):
+    """Params function (not a string, so braces in descriptions are not read as wildcards)."""
     experiments = {
-        name: {key: block.get(key) for key in ("title", "description", "claims", "sweep")}
+        name: {key: block.get(key) for key in ("title", "description", "claims", "sweep", "hue")}
+        | {"figures": plan.experiment_figures(block)}
         for name, block in config["experiments"].items()
     }
     return json.dumps({"experiments": experiments, "config": config}, sort_keys=True)

@@ -47,38 +47,20 @@ rule aggregate:
         "python -m rankbias aggregate --tables {input.tables} --histories {input.histories} --out-table {output.table} --out-history {output.history} > {log} 2>&1"
 
 
-rule figures:
+rule figure:
     input:
         table="results/tables/{experiment}.csv",
         history="results/tables/{experiment}_history.csv",
         spectra=experiment_files("results/metrics/{experiment}/{group}.spectra.npz"),
     output:
-        spectra=report(
-            "results/figures/{experiment}/spectra.svg",
-            caption="../../report/spectra.rst",
+        svg=report(
+            "results/figures/{experiment}/{figure}.svg",
+            caption="../../report/figure.rst",
             category="{experiment}",
-            labels={"figure": "spectra of W1"},
-        ),
-        rank=report(
-            "results/figures/{experiment}/rank.svg",
-            caption="../../report/rank.rst",
-            category="{experiment}",
-            labels={"figure": "rank metrics"},
-        ),
-        paper_a=report(
-            "results/figures/{experiment}/paper_a.svg",
-            caption="../../report/paper_a.rst",
-            category="{experiment}",
-            labels={"figure": "Paper A quantities"},
-        ),
-        dynamics=report(
-            "results/figures/{experiment}/dynamics.svg",
-            caption="../../report/dynamics.rst",
-            category="{experiment}",
-            labels={"figure": "training dynamics"},
+            labels={"figure": "{figure}"},
         ),
     log:
-        "logs/figures/{experiment}.log",
+        "logs/figure/{experiment}/{figure}.log",
     conda:
         "../../envs/rankbias.yaml"
     threads: 1
@@ -86,7 +68,7 @@ rule figures:
         mem_mb=2000,
         runtime=10,
     params:
-        out_dir=subpath(output.spectra, parent=True),
-        sweep=experiment_sweep,
+        sweep=experiment_axis("sweep", "weight_decay"),
+        hue=experiment_axis("hue", "batch_size"),
     shell:
-        "python -m rankbias figures --table {input.table} --history {input.history} --spectra {input.spectra} --out-dir {params.out_dir} --sweep {params.sweep} > {log} 2>&1"
+        "python -m rankbias figure --kind {wildcards.figure} --table {input.table} --history {input.history} --spectra {input.spectra} --out {output.svg} --sweep {params.sweep} --hue {params.hue} > {log} 2>&1"
