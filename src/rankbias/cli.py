@@ -71,7 +71,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
+    import torch
+
     from rankbias.measure import measure_job
+
+    torch.set_num_threads(args.threads)  # torch's default takes every core: jobs would collide
 
     run = Path(args.run_dir)
     record = read_json(run / "result.json")
@@ -158,6 +162,7 @@ def parser() -> argparse.ArgumentParser:
     measure.add_argument("--data", required=True)
     measure.add_argument("--out-table", required=True)
     measure.add_argument("--out-spectra", required=True)
+    measure.add_argument("--threads", type=int, default=1)
     measure.set_defaults(func=cmd_measure)
 
     aggregate = steps.add_parser("aggregate", help="one table per experiment")

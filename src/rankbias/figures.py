@@ -84,6 +84,14 @@ def _colors(values) -> dict:
     return {value: colormap(position) for value, position in zip(ordered, positions, strict=False)}
 
 
+def _mark_excluded(axis, x: pd.Series, y: pd.Series) -> None:
+    """Diverged or collapsed members as grey crosses (missing values drawn at 0)."""
+    if len(x):
+        axis.scatter(
+            x, y.fillna(0), marker="x", color="0.4", s=14, label="excluded (diverged/collapsed)"
+        )
+
+
 def _legend(axes) -> None:
     axes[0][-1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
 
@@ -176,14 +184,7 @@ def metric_figure(
                 markersize=4,
                 label="median over seeds",
             )
-            if len(excluded):
-                axis.scatter(
-                    excluded["position"],
-                    excluded[metric].fillna(0),
-                    marker="x",
-                    color="0.3",
-                    label="excluded (diverged/collapsed)",
-                )
+            _mark_excluded(axis, excluded["position"], excluded[metric])
             if metric in LOG_SCALE and (finite[metric] > 0).any():
                 axis.set_yscale("log")
             suffix = f" (W{layer})" if metric in RANK_PANELS else ""
@@ -294,14 +295,7 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
                         markersize=3,
                         label=f"{AXIS_LABEL[hue]}={_label(hue, value)}",
                     )
-            if len(excluded):
-                axis.scatter(
-                    excluded["position"],
-                    excluded[metric].fillna(0),
-                    marker="x",
-                    color="0.3",
-                    label="excluded (diverged/collapsed)",
-                )
+            _mark_excluded(axis, excluded["position"], excluded[metric])
             suffix = f" (W{layer})" if metric in RANK_PANELS else ""
             axis.set(ylabel=metric + suffix, title=f"{setting}, layer {layer}" if row == 0 else "")
             axis.grid(alpha=0.3)
@@ -429,15 +423,7 @@ def bound_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = 
                 alpha=0.8,
                 label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
             )
-        if len(excluded):
-            axis.scatter(
-                excluded[bound],
-                excluded[measured].fillna(0),
-                marker="x",
-                color="0.5",
-                s=14,
-                label="excluded (diverged/collapsed)",
-            )
+        _mark_excluded(axis, excluded[bound], excluded[measured])
         if len(rows):
             low = max(rows[bound].min() / 2, 0.5)
             high = max(rows[bound].max(), width) * 2

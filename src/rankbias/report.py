@@ -388,6 +388,23 @@ METRIC_DEFINITIONS = [
         "inputs: collapsed (‖V_j‖ + |b_j| < 1e-6·max), dead (z ≤ 0 for all x), linear (z > 0 for "
         "all x), zero_input (|z| < 1e-8 for some x); a unit can be in several",
     ),
+    (
+        "galanti_bound_ε",
+        "B·log(2/ε)/(2·lr·λ), λ = wd/2, at the last epoch's learning rate: Paper B's Theorem 3.3 "
+        "bound on the rank of a matrix within ε of W/‖W‖; ∞ at wd = 0; ε = 0.1, 0.3, 0.5",
+    ),
+    ("sv_above_ε", "#{σ_i / ‖W‖_F > ε}, the measured count the bound is compared with"),
+    ("rank_eps_ε", "the smallest r with ‖W − W_r‖_F / ‖W‖_F ≤ ε"),
+    (
+        "norm_ratio",
+        "‖W‖_F at the previous logged epoch / ‖W‖_F at the last (Theorem 3.3 assumes → 1, B8)",
+    ),
+    (
+        "rho, grid_spread",
+        "Spearman's rho between a swept axis and a rank metric over the grid (one point per "
+        "setting, median over seeds of members with status ok), with wd > 0 and wd = 0 apart; "
+        "grid_spread = (max − min)/max of those medians",
+    ),
     ("gap", "test − train loss (regression); test − train error (classification)"),
 ]
 

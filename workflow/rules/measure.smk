@@ -20,7 +20,7 @@ rule measure:
     params:
         run_dir=subpath(input.result, parent=True),
     shell:
-        "python -m rankbias measure --run-dir {params.run_dir} --data {input.data} --out-table {output.table} --out-spectra {output.spectra} > {log} 2>&1"
+        "python -m rankbias measure --run-dir {params.run_dir} --data {input.data} --out-table {output.table} --out-spectra {output.spectra} --threads {threads} > {log} 2>&1"
 
 
 rule aggregate:
