@@ -307,55 +307,61 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
 
 
 def heatmap_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
-    """Median rank_galanti and effective_rank of each hidden layer (a column each) and the test
-    accuracy (last column) over the (hue, sweep) grid; one colour scale per metric.
+    """Median rank_galanti and effective_rank (a row each per setting) of every hidden layer (a
+    column each), and the test accuracy (last column), over the (hue, sweep) grid.
 
-    Cells without a member that trained normally are left blank and marked "excl."."""
+    One colour scale per metric. Cells without a member that trained normally are left blank and
+    marked "excl."."""
     rows = add_setting(hidden_layers(table), sweep, hue)
     accuracy = _accuracy_metric(rows)
-    panels = _layer_panels(rows)
+    settings, layers = ordered_settings(rows), sorted(rows["layer"].unique())
     metrics = ("rank_galanti", "effective_rank")
-    figure, axes = plt.subplots(
-        len(metrics), len(panels) + 1, squeeze=False, figsize=(3.3 * (len(panels) + 1), 5.6)
-    )
-
-    def draw(axis, here: pd.DataFrame, metric: str, title: str, limits: tuple) -> None:
-        cells = _grid_medians(here, [hue, sweep], metric).unstack(sweep)
-        cells = cells.reindex(
-            index=sorted(here[hue].unique()), columns=sorted(here[sweep].unique())
-        )
-        sns.heatmap(
-            cells,
-            ax=axis,
-            annot=True,
-            fmt=".3g",
-            cmap="viridis",
-            vmin=limits[0],
-            vmax=limits[1],
-            cbar=False,
-            annot_kws={"fontsize": 7},
-            linewidths=0.5,
-            linecolor="white",
-        )
-        for i, j in zip(*np.where(cells.isna().to_numpy()), strict=True):
-            axis.text(j + 0.5, i + 0.5, "excl.", ha="center", va="center", fontsize=7)
-        axis.set_xticklabels([_label(sweep, v) for v in cells.columns], rotation=45)
-        axis.set_yticklabels([_label(hue, v) for v in cells.index], rotation=0)
-        axis.set(title=title, xlabel=sweep, ylabel=hue)
-
-    for row, metric in enumerate(metrics):
+    shape = (len(settings) * len(metrics), len(layers) + 1)
+    figure, axes = plt.subplots(*shape, squeeze=False, figsize=(3.3 * shape[1], 2.8 * shape[0]))
+    limits = {}
+    for metric in (*metrics, accuracy):
         medians = _grid_medians(rows, ["setting", "layer", hue, sweep], metric)
-        limits = (medians.min(), medians.max()) if len(medians) else (0, 1)
-        for col, (setting, layer) in enumerate(panels):
-            here = rows[(rows["setting"] == setting) & (rows["layer"] == layer)]
-            draw(axes[row][col], here, metric, f"{setting}\n{metric} (W{layer})", limits)
-    first_layer = rows[rows["layer"] == rows["layer"].min()]
-    accuracies = _grid_medians(first_layer, [hue, sweep], accuracy)
-    limits = (accuracies.min(), accuracies.max()) if len(accuracies) else (0, 1)
-    draw(axes[0][-1], first_layer, accuracy, accuracy, limits)
-    axes[1][-1].axis("off")
+        limits[metric] = (medians.min(), medians.max()) if len(medians) else (0, 1)
+    for block, setting in enumerate(settings):
+        for offset, metric in enumerate(metrics):
+            row = block * len(metrics) + offset
+            for col, layer in enumerate(layers):
+                here = rows[(rows["setting"] == setting) & (rows["layer"] == layer)]
+                title = f"{setting}\n{metric} (W{layer})"
+                _heatmap(axes[row][col], here, metric, sweep, hue, title, limits[metric])
+            if offset == 0:
+                here = rows[(rows["setting"] == setting) & (rows["layer"] == layers[0])]
+                title = f"{setting}\n{accuracy}"
+                _heatmap(axes[row][-1], here, accuracy, sweep, hue, title, limits[accuracy])
+            else:
+                axes[row][-1].axis("off")
     figure.tight_layout()
     _save(figure, path)
+
+
+def _heatmap(
+    axis, here: pd.DataFrame, metric: str, sweep: str, hue: str, title: str, limits: tuple
+) -> None:
+    cells = _grid_medians(here, [hue, sweep], metric).unstack(sweep)
+    cells = cells.reindex(index=sorted(here[hue].unique()), columns=sorted(here[sweep].unique()))
+    sns.heatmap(
+        cells,
+        ax=axis,
+        annot=True,
+        fmt=".3g",
+        cmap="viridis",
+        vmin=limits[0],
+        vmax=limits[1],
+        cbar=False,
+        annot_kws={"fontsize": 7},
+        linewidths=0.5,
+        linecolor="white",
+    )
+    for i, j in zip(*np.where(cells.isna().to_numpy()), strict=True):
+        axis.text(j + 0.5, i + 0.5, "excl.", ha="center", va="center", fontsize=7)
+    axis.set_xticklabels([_label(sweep, v) for v in cells.columns], rotation=45)
+    axis.set_yticklabels([_label(hue, v) for v in cells.index], rotation=0)
+    axis.set(title=title, xlabel=sweep, ylabel=hue)
 
 
 def depth_figure(table: pd.DataFrame, path: Path, sweep: str = "depth", hue: str | None = None):
