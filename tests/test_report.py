@@ -80,3 +80,22 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
     bound = next(rows for title, rows in tables.items() if title.startswith("Paper B's Theorem"))
     assert [r["galanti_bound_0.5"] for r in bound] == ["∞", "∞", "500", "500"]
     assert not any(title.startswith("Paper A") for title in tables)  # no eps columns at all
+
+
+def test_run_table_orders_settings_by_number_not_by_text():
+    table = pd.DataFrame(
+        {
+            "layer": 1,
+            "dataset": "d",
+            "depth": 2,
+            "width": 8,
+            "batch_size": [256, 16, 64],
+            "lr": 0.1,
+            "wd_function": "constant",
+            "weight_decay": 0.0,
+            "status": "ok",
+            "rank_galanti": [1.0, 2.0, 3.0],
+        }
+    )
+    rows = run_table(table, ("rank_galanti",), "lr")
+    assert [r["setting"] for r in rows] == ["d B=16", "d B=64", "d B=256"]

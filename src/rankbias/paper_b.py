@@ -56,6 +56,7 @@ def norm_ratios(history: pd.DataFrame) -> pd.DataFrame:
 PREDICTED_SIGN = {"batch_size": 1, "lr": -1, "weight_decay": -1}
 CORRELATION_AXES = ("batch_size", "lr", "weight_decay", "depth")
 STRONG_RHO = 0.5  # science.md's verdict threshold for "larger X gives lower rank"
+B5_SPREAD = 0.1  # "minimal effect" without wd: the rank moves by at most 10 % over the grid
 
 
 def spearman(x: pd.Series, y: pd.Series) -> float:
@@ -63,6 +64,23 @@ def spearman(x: pd.Series, y: pd.Series) -> float:
     if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
         return float("nan")
     return float(x.rank().corr(y.rank()))
+
+
+def paper_b_reading(axis: str, subset: str, rho: float, spread: float) -> dict[str, str]:
+    """What Paper B predicts for this correlation, and whether the measurement agrees.
+
+    With wd > 0 (B2-B4) the predicted sign must hold with |rho| >= 0.5. With wd = 0 (B5) the
+    prediction is "minimal effect": agreement means the rank moves by at most B5_SPREAD of its
+    largest value over the grid, whatever rho's sign."""
+    sign = PREDICTED_SIGN.get(axis)
+    if sign is None or np.isnan(rho):
+        return {"paper_b_direction": "–", "agrees": "–"}
+    if subset == "wd = 0":
+        return {"paper_b_direction": "≈ 0 (B5)", "agrees": "yes" if spread <= B5_SPREAD else "no"}
+    agrees = (
+        "yes" if sign * rho >= STRONG_RHO else "opposite" if sign * rho <= -STRONG_RHO else "weak"
+    )
+    return {"paper_b_direction": "+" if sign > 0 else "−", "agrees": agrees}
 
 
 def rank_correlations(
@@ -92,16 +110,7 @@ def rank_correlations(
                 for metric in metrics:
                     rho = spearman(part[axis], part[metric])
                     top = part[metric].max()
-                    sign = PREDICTED_SIGN.get(axis)
-                    agrees = (
-                        "–"
-                        if sign is None or np.isnan(rho)
-                        else "yes"
-                        if sign * rho >= STRONG_RHO
-                        else "opposite"
-                        if sign * rho <= -STRONG_RHO
-                        else "weak"
-                    )
+                    spread = (top - part[metric].min()) / top if top > 0 else np.nan
                     rows.append(
                         {
                             "dataset": dataset,
@@ -111,9 +120,8 @@ def rank_correlations(
                             "metric": metric,
                             "rho": rho,
                             "settings": len(part),
-                            "grid_spread": (top - part[metric].min()) / top if top > 0 else np.nan,
-                            "paper_b_direction": {1: "+", -1: "−"}.get(sign, "–"),
-                            "agrees": agrees,
+                            "grid_spread": spread,
+                            **paper_b_reading(axis, subset, rho, spread),
                         }
                     )
     return pd.DataFrame(rows)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rankbias import __version__
-from rankbias.figures import add_setting, hidden_layers
+from rankbias.figures import SETTING_AXES, add_setting, hidden_layers
 from rankbias.paper_b import rank_correlations
 from rankbias.plan import DEFAULT_FIGURES, format_number
 from rankbias.storage import read_json, write_text
@@ -126,10 +126,11 @@ PAPER_A_NOTE = (
 CORRELATION_NOTE = (
     "Spearman rho between the axis and the rank metric over the grid: one point per setting "
     "(median over seeds of members with status ok), separately for settings with wd > 0 and "
-    "wd = 0 (claim B5). Paper B's direction: + for batch size (smaller B, lower rank), − for lr "
-    "and wd. agrees: yes if rho has Paper B's sign and |rho| >= 0.5, opposite if the other sign "
-    "with |rho| >= 0.5, weak otherwise. grid_spread = (max − min)/max of the per-setting medians: "
-    "how far the rank moves at all over the grid."
+    "wd = 0. grid_spread = (max − min)/max of the per-setting medians: how far the rank moves at "
+    "all over the grid. Paper B's direction with wd > 0: + for batch size (smaller B, lower "
+    "rank), − for lr and wd (B2–B4); agrees: yes if rho has that sign and |rho| >= 0.5, opposite "
+    "if the other sign with |rho| >= 0.5, weak otherwise. With wd = 0 Paper B predicts minimal "
+    "effect (B5): agrees is yes when grid_spread <= 0.1, whatever rho's sign."
 )
 PAPER_B_NOTE = (
     "galanti_bound_ε = B·log(2/ε)/(2·lr·λ) with λ = wd/2 (∞ at wd = 0), at the last epoch's "
@@ -167,8 +168,11 @@ def run_table(
     rows_in = add_setting(rows_in, sweep)
     columns = tuple(c for c in columns if c in rows_in and rows_in[c].notna().any())
     keys = ["setting", sweep] + (["layer"] if layers == "hidden" else [])
+    # settings in numeric order of their axes (B=16 before B=256), then the swept value, then layer
+    order = ["dataset", *(a for a in SETTING_AXES if a != sweep and a in rows_in), sweep, "layer"]
+    rows_in = rows_in.sort_values(order, kind="stable")
     rows = []
-    for key, group in rows_in.groupby(keys, sort=True):
+    for key, group in rows_in.groupby(keys, sort=False):
         ok = group[group["status"] == "ok"]
         value = key[1]
         row = {
