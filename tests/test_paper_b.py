@@ -69,6 +69,8 @@ def test_rank_correlations_per_layer_split_by_weight_decay():
         np.corrcoef([1, 1, 2, 2, 3, 3], [2, 1, 4, 3, 6, 5])[0, 1]
     )
     assert with_wd["settings"] == 6 and with_wd["agrees"] == "yes"
+    # inside each lr slice rank rises strictly with B: rho 1 in both slices
+    assert with_wd["rho_within"] == pytest.approx(1) and with_wd["slices"] == 2
     assert result.loc[(2, "wd > 0", "lr", "rank_galanti")]["agrees"] == "weak"
     without_wd = result.loc[(1, "wd = 0", "batch_size", "rank_galanti")]
     assert without_wd["rho"] == pytest.approx(0) and without_wd["paper_b_direction"] == "≈ 0 (B5)"

@@ -83,6 +83,17 @@ def paper_b_reading(axis: str, subset: str, rho: float, spread: float) -> dict[s
     return {"paper_b_direction": "+" if sign > 0 else "−", "agrees": agrees}
 
 
+def within_slices(grid: pd.DataFrame, axis: str, metric: str, others: list[str]) -> dict:
+    """Spearman rho of `axis` with `metric` inside each slice where the other varied axes are
+    fixed: the median over slices (`rho_within`) and their number. Pooling over the other axes
+    can hide an effect that holds at every fixed value of them (or show one that holds at none)."""
+    if not others:
+        return {"rho_within": np.nan, "slices": 0}
+    values = [spearman(part[axis], part[metric]) for _, part in grid.groupby(others)]
+    values = [v for v in values if not np.isnan(v)]
+    return {"rho_within": float(np.median(values)) if values else np.nan, "slices": len(values)}
+
+
 def rank_correlations(
     table: pd.DataFrame, metrics: tuple[str, ...] = ("rank_galanti", "effective_rank")
 ) -> pd.DataFrame:
@@ -107,6 +118,7 @@ def rank_correlations(
             for axis in axes:
                 if axis == "weight_decay" and subset == "wd = 0":
                     continue
+                others = [a for a in axes if a != axis and part[a].nunique() > 1]
                 for metric in metrics:
                     rho = spearman(part[axis], part[metric])
                     top = part[metric].max()
@@ -121,6 +133,7 @@ def rank_correlations(
                             "rho": rho,
                             "settings": len(part),
                             "grid_spread": spread,
+                            **within_slices(part, axis, metric, others),
                             **paper_b_reading(axis, subset, rho, spread),
                         }
                     )

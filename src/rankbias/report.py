@@ -130,7 +130,9 @@ CORRELATION_NOTE = (
     "all over the grid. Paper B's direction with wd > 0: + for batch size (smaller B, lower "
     "rank), − for lr and wd (B2–B4); agrees: yes if rho has that sign and |rho| >= 0.5, opposite "
     "if the other sign with |rho| >= 0.5, weak otherwise. With wd = 0 Paper B predicts minimal "
-    "effect (B5): agrees is yes when grid_spread <= 0.1, whatever rho's sign."
+    "effect (B5): agrees is yes when grid_spread <= 0.1, whatever rho's sign. rho_within: the "
+    "median of rho computed inside each slice where the other varied axes are fixed (slices: "
+    "how many); it shows an effect that pooling over the other axes can hide."
 )
 PAPER_B_NOTE = (
     "galanti_bound_ε = B·log(2/ε)/(2·lr·λ) with λ = wd/2 (∞ at wd = 0), at the last epoch's "
@@ -197,6 +199,7 @@ def correlation_table(table: pd.DataFrame) -> list[dict]:
             **row,
             "rho": _number(row["rho"], 2),
             "grid_spread": _number(row["grid_spread"], 2),
+            "rho_within": _number(row["rho_within"], 2),
             "layer": f"W{row['layer']}",
         }
         for row in frame.to_dict(orient="records")
@@ -407,7 +410,8 @@ METRIC_DEFINITIONS = [
         "rho, grid_spread",
         "Spearman's rho between a swept axis and a rank metric over the grid (one point per "
         "setting, median over seeds of members with status ok), with wd > 0 and wd = 0 apart; "
-        "grid_spread = (max − min)/max of those medians",
+        "grid_spread = (max − min)/max of those medians; rho_within = median of rho inside "
+        "each slice with the other varied axes fixed",
     ),
     ("gap", "test − train loss (regression); test − train error (classification)"),
 ]
