@@ -61,7 +61,13 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
                 "status": "ok",
                 "rank_galanti": 10 * layer + (wd > 0) + seed,
                 "galanti_bound_0.5": np.inf if wd == 0 else 500.0,
-                "test_acc": 0.9,
+                "test_acc": 0.9 - 0.1 * seed,
+                "test_loss": 0.3,
+                "gap": 0.05 + 0.01 * seed,
+                "loss": "ce",
+                "const_loss": 2.3,
+                "seed": seed,
+                "bound_grs": 2.0 + seed,
             }
         )
     table = pd.DataFrame(rows)
@@ -80,6 +86,13 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
     bound = next(rows for title, rows in tables.items() if title.startswith("Paper B's Theorem"))
     assert [r["galanti_bound_0.5"] for r in bound] == ["∞", "∞", "500", "500"]
     assert not any(title.startswith("Paper A") for title in tables)  # no eps columns at all
+    taus = next(rows for title, rows in tables.items() if "Kendall" in title)
+    grs = next(r for r in taus if r["measure"] == "bound_grs")
+    assert (
+        grs["tau"] == "1" and grs["vacuous"] == "4/4"
+    )  # bound >= 1, the error gap's trivial value
+    matched = next(rows for title, rows in tables.items() if title.startswith("Does weight decay"))
+    assert matched[0]["best_wd"] == "0.01" and matched[0]["seeds"] == 2
 
 
 def test_run_table_orders_settings_by_number_not_by_text():

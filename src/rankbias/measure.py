@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rankbias.bounds import model_bounds
 from rankbias.paper_a import applies, eps_batch, theorem_26, unit_states
 from rankbias.paper_b import bound_columns, norm_ratios
 from rankbias.spectra import rank_metrics, rank_tolerances
@@ -99,6 +100,19 @@ def paper_a_columns(
     return {name: torch.where(finite, value.double(), nan) for name, value in columns.items()}
 
 
+def generalization_columns(
+    spec: dict, final_weights: dict[str, np.ndarray], arrays: dict[str, np.ndarray], rank_first
+) -> dict[str, torch.Tensor]:
+    """The bounds of rankbias.bounds per member (NaN for members with non-finite weights)."""
+    params = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in final_weights.items()}
+    finite = torch.stack([torch.isfinite(v.flatten(1)).all(dim=1) for v in params.values()]).all(0)
+    params = {k: torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in params.items()}
+    x_train = torch.as_tensor(arrays["x_train"], dtype=torch.float64)
+    y_train = torch.as_tensor(arrays["y_train"])
+    columns = model_bounds(params, spec["depth"], x_train, y_train, spec["loss"], rank_first)
+    return {name: torch.where(finite, value, float("nan")) for name, value in columns.items()}
+
+
 def measure_job(
     spec: dict,
     final_weights: dict[str, np.ndarray],
@@ -169,6 +183,10 @@ def measure_job(
             ).items():
                 frame[name] = value.numpy()
         frames.append(frame)
+    first_rank = torch.tensor(frames[0]["rank_galanti"].to_numpy())
+    for name, value in generalization_columns(spec, final_weights, arrays, first_rank).items():
+        for frame in frames:  # model-level numbers, repeated on each layer's row like the losses
+            frame[name] = value.numpy()
     table = pd.concat(frames, ignore_index=True)
     table = table.merge(norm_ratios(history), on=["member", "layer"], how="left")
     return table, spectra

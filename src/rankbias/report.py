@@ -21,6 +21,7 @@ import pandas as pd
 
 from rankbias import __version__
 from rankbias.figures import SETTING_AXES, add_setting, hidden_layers
+from rankbias.generalization import matched_weight_decay, tau_table
 from rankbias.paper_b import rank_correlations
 from rankbias.plan import DEFAULT_FIGURES, format_number
 from rankbias.storage import read_json, write_text
@@ -118,6 +119,33 @@ PAPER_B_COLUMNS = (
     "norm_ratio",
     "test_acc",
 )
+GENERALIZATION_COLUMNS = (
+    "gap",
+    "bound_paramcount_full",
+    "bound_paramcount_rank2",
+    "bound_paramcount_rankr",
+    "bound_grs",
+    "margin_gamma",
+    "bound_spectral",
+)
+GENERALIZATION_NOTE = (
+    "Model-level numbers (formulas with constants in the methods section). The paramcount terms "
+    "have unknown constants: compare their ratios and how they order the gap, not their size. "
+    "bound_grs and bound_spectral are vacuous where they reach the trivial value: 1 for a "
+    "classifier's error gap, the constant predictor's loss for a regressor (see the τ table)."
+)
+TAU_NOTE = (
+    "Kendall's tau-b between each measure (rank metrics of W1, bounds) and the gap over the models "
+    "with status ok; granulated_tau (Jiang et al. 2019): tau within groups of models that differ "
+    "in one hyper-parameter only, averaged over groups, then over hyper-parameters. vacuous: "
+    "models whose bound reaches the trivial value, out of those with a finite bound."
+)
+MATCHED_NOTE = (
+    "Per matched setting (same data, lr, B, depth, width, g): the wd > 0 with the lowest mean test "
+    "error (test loss for regression) against wd = 0, paired by seed (same initialisation and "
+    "data order). difference = mean of err(wd = 0) − err(best wd); beyond_noise when it exceeds "
+    "twice its standard error. Choosing the best wd on the test error favours weight decay."
+)
 PAPER_A_NOTE = (
     "µ_V = wd/2. thm26_bound uses the constant 2·B/µ_V as the reviewers evaluated Theorem 2.6; "
     "the paper's exact constant is unknown. eps_batch_max is a lower bound on the supremum over "
@@ -206,6 +234,11 @@ def correlation_table(table: pd.DataFrame) -> list[dict]:
     ]
 
 
+def _formatted(frame: pd.DataFrame, numeric: tuple[str, ...]) -> list[dict]:
+    records = frame.to_dict(orient="records")
+    return [{k: _number(v) if k in numeric else v for k, v in r.items()} for r in records]
+
+
 def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict]:
     """The tables of one experiment's section, each {title, note, rows}; empty ones dropped."""
     deep = bool((table["depth"] > 2).any() or table.get("batch_norm", pd.Series(False)).any())
@@ -227,6 +260,26 @@ def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict
             "title": "Spearman correlation of rank with each swept axis, per hidden layer",
             "note": CORRELATION_NOTE,
             "rows": correlation_table(table),
+        },
+    ]
+    tables += [
+        {
+            "title": f"Generalization: gap and bounds per model (median over seeds, by {sweep})",
+            "note": GENERALIZATION_NOTE,
+            "rows": run_table(table, GENERALIZATION_COLUMNS, sweep),
+        },
+        {
+            "title": "Which measure tracks the gap? Kendall τ over the healthy models",
+            "note": TAU_NOTE,
+            "rows": _formatted(tau_table(table), ("tau", "granulated_tau")),
+        },
+        {
+            "title": "Does weight decay buy test error? Best wd > 0 against wd = 0",
+            "note": MATCHED_NOTE,
+            "rows": _formatted(
+                matched_weight_decay(table),
+                ("best_wd", "error_wd0", "error_best", "difference", "seed_sd_wd0"),
+            ),
         },
     ]
     if paper_b:
@@ -414,6 +467,29 @@ METRIC_DEFINITIONS = [
         "each slice with the other varied axes fixed",
     ),
     ("gap", "test − train loss (regression); test − train error (classification)"),
+    (
+        "bound_paramcount_full / _rank2 / _rankr",
+        "√(p·ln m·ln N / N) with p = m·n, 2·(m + n), r·(m + n) (r = rank_galanti of V), N training "
+        "samples: the complexity terms Paper A compares, constants unknown",
+    ),
+    (
+        "bound_grs",
+        "B_x·(√(2·ln 2·d) + 1)·Π_j ‖W~_j‖_F / √N (Golowich–Rakhlin–Shamir), B_x = max ‖[x, 1]‖, "
+        "d = depth; W~_j absorbs the biases: [[W_j, b_j], [0, 1]] for hidden layers, [W_L, b_L]",
+    ),
+    (
+        "bound_spectral",
+        "(Π_j ‖W~_j‖_2)·(Σ_j (‖W~_jᵀ‖_{2,1}/‖W~_j‖_2)^{2/3})^{3/2}·‖X~‖_F / (γ·N) "
+        "(Bartlett–Foster–Telgarsky), ‖Wᵀ‖_{2,1} = sum of row norms, γ = margin_gamma; "
+        "classifiers only, ∞ when γ ≤ 0; batch-norm nets are folded (running statistics) first",
+    ),
+    ("margin_gamma", "10th percentile over the training set of f(x)_y − max_{k≠y} f(x)_k"),
+    (
+        "tau, granulated_tau",
+        "Kendall's tau-b of a measure with the gap over models; granulated: within groups "
+        "differing in one hyper-parameter, averaged over groups and hyper-parameters (Jiang et "
+        "al. 2019)",
+    ),
 ]
 
 
