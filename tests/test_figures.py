@@ -36,6 +36,8 @@ def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                         "rows": 4,
                         "cols": 3,
                         "status": "collapsed" if (member == 3 and batch == 64) else "ok",
+                        "loss": "ce",
+                        "const_loss": 2.3,
                         **{
                             m: rng.uniform(0.1, 3)
                             for m in (
@@ -52,6 +54,11 @@ def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                                 "test_loss",
                                 "fro_norm",
                                 *(f"{k}_{e}" for k in ("galanti_bound", "sv_above") for e in eps),
+                                "gap",
+                                "bound_grs",
+                                "bound_spectral",
+                                "bound_paramcount_full",
+                                "bound_paramcount_rankr",
                             )
                         },
                     }

@@ -488,6 +488,75 @@ def norm_ratio_figure(history: pd.DataFrame, path: Path, sweep: str, hue: str | 
     _save(figure, path)
 
 
+BOUND_LINES = ("bound_grs", "bound_spectral", "bound_paramcount_full", "bound_paramcount_rankr")
+
+
+def generalization_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = None):
+    """Measured gap and the bounds against the swept value, log scale, medians over the seeds of
+    members that trained normally; the dotted line is the trivial value (1 for an error gap, the
+    constant predictor's loss for a regressor). Non-positive gaps cannot be drawn on a log scale
+    and are left out (the report's table has them)."""
+    rows = add_setting(table[(table["layer"] == 1) & (table["status"] == "ok")], sweep)
+    settings = ordered_settings(rows)
+    grid = sorted(rows[sweep].unique())
+    rows = rows.assign(position=rows[sweep].map({value: i for i, value in enumerate(grid)}))
+    figure, axes = plt.subplots(
+        1, len(settings), squeeze=False, figsize=(4.2 * len(settings), 3.4), sharex=True
+    )
+    styles = dict(zip(("gap", *BOUND_LINES), ("-", "--", "-.", ":", (0, (1, 3))), strict=True))
+    colors = _colors(("gap", *BOUND_LINES))
+    for axis, setting in zip(axes[0], settings, strict=True):
+        here = rows[rows["setting"] == setting]
+        for name in ("gap", *BOUND_LINES):
+            if name not in here:
+                continue
+            median = here.groupby("position")[name].median()
+            median = median[np.isfinite(median) & (median > 0)]
+            if len(median):
+                axis.plot(
+                    median.index,
+                    median.values,
+                    color="#D55E00" if name == "gap" else colors[name],
+                    linestyle=styles[name],
+                    marker="o",
+                    markersize=3,
+                    label=name,
+                )
+        trivial = 1.0 if (here["loss"] == "ce").all() else here["const_loss"].median()
+        axis.axhline(trivial, color="0.4", linestyle=":", linewidth=1, label="trivial value")
+        axis.set(yscale="log", title=setting, ylabel="gap and bounds (median over seeds)")
+        axis.set_xticks(range(len(grid)), [_label(sweep, v) for v in grid], rotation=45)
+        axis.set_xlabel(sweep)
+        axis.grid(alpha=0.3)
+    _legend(axes)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def rank_gap_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = None):
+    """Generalization gap against the effective rank of W1, one point per member that trained
+    normally, coloured by weight decay: does lower rank go with a smaller gap?"""
+    rows = add_setting(table[(table["layer"] == 1) & (table["status"] == "ok")], "weight_decay")
+    settings = ordered_settings(rows)
+    colors = _colors(rows["weight_decay"])
+    figure, axes = plt.subplots(1, len(settings), squeeze=False, figsize=(4.0 * len(settings), 3.3))
+    for axis, setting in zip(axes[0], settings, strict=True):
+        here = rows[rows["setting"] == setting]
+        for value, group in here.groupby("weight_decay"):
+            axis.scatter(
+                group["effective_rank"],
+                group["gap"],
+                color=colors[value],
+                s=16,
+                label=f"wd={_label('weight_decay', value)}",
+            )
+        axis.set(title=setting, xlabel="effective_rank (W1)", ylabel="gap")
+        axis.grid(alpha=0.3)
+    _legend(axes)
+    figure.tight_layout()
+    _save(figure, path)
+
+
 TABLE_FIGURES = {
     "rank": lambda table, path, sweep, hue: metric_figure(table, path, RANK_PANELS, sweep),
     "paper_a": lambda table, path, sweep, hue: metric_figure(table, path, PAPER_A_PANELS, sweep),
@@ -495,6 +564,8 @@ TABLE_FIGURES = {
     "heatmap": heatmap_figure,
     "depth": depth_figure,
     "bound": bound_figure,
+    "generalization": generalization_figure,
+    "rank_gap": rank_gap_figure,
 }
 HISTORY_FIGURES = {
     "dynamics": lambda history, path, sweep, hue: dynamics_figure(history, path, sweep),

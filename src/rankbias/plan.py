@@ -25,8 +25,11 @@ FIGURE_KINDS = (
     "depth",
     "bound",
     "norm_ratio",
+    "generalization",
+    "rank_gap",
 )
-DEFAULT_FIGURES = ("spectra", "rank", "paper_a", "dynamics")  # Paper A's two-layer audits
+# Paper A's two-layer audits
+DEFAULT_FIGURES = ("spectra", "rank", "paper_a", "dynamics", "generalization", "rank_gap")
 RUN_DEFAULTS: dict[str, Any] = {
     "depth": 2,
     "output_bias": False,

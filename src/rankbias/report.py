@@ -103,6 +103,19 @@ FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
         "B·log(2/ε)/(2·lr·λ), λ = wd/2 (log scale). Points below the diagonal respect the bound; "
         "right of the dotted line (the layer's smaller side) the bound is trivially true.",
     ),
+    "generalization": (
+        "Generalization gap and bounds against the swept hyper-parameter",
+        "Median over seeds (members with status ok) of the measured gap and of bound_grs, "
+        "bound_spectral, bound_paramcount_full and bound_paramcount_rankr, log scale; the dotted "
+        "line is the trivial value (1 for an error gap, the constant predictor's loss for a "
+        "regressor): a bound above it is vacuous. Non-positive gaps and infinite bounds cannot "
+        "be drawn on a log scale and are left out; the tables have them.",
+    ),
+    "rank_gap": (
+        "Generalization gap against the effective rank of W1",
+        "One point per member that trained normally, coloured by weight decay (claims A4, A7, "
+        "B6; concern C4): if low rank bought generalization, points would rise to the right.",
+    ),
     "norm_ratio": (
         "Norm ratio of each hidden layer over training",
         "‖W_l‖_F at the previous logged epoch over ‖W_l‖_F at this one, median over seeds, one "
