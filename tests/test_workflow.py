@@ -124,6 +124,11 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     deep = pd.read_csv(workdir / "results" / "tables" / "tiny_deep.csv")
     assert set(deep["layer"]) == {1, 2, 3} and deep["batch_norm"].all()
     assert deep["norm_ratio"].notna().all() and "eps_batch_max" not in deep
+    # model-level bounds on every row; regression: no margin bound, vacuity against const_loss
+    healthy = table[table["status"] == "ok"]
+    assert (healthy["bound_grs"] > 0).all() and healthy["bound_spectral"].isna().all()
+    vacuous = healthy["bound_grs"] >= healthy["const_loss"]
+    assert (healthy["bound_grs_vacuous"] == vacuous).all()
     # everything is up to date afterwards: nothing reruns
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout + snakemake(workdir, "-n").stderr
     # Snakemake's own report bundles the figures and the HTML report

@@ -110,6 +110,10 @@ def generalization_columns(
     x_train = torch.as_tensor(arrays["x_train"], dtype=torch.float64)
     y_train = torch.as_tensor(arrays["y_train"])
     columns = model_bounds(params, spec["depth"], x_train, y_train, spec["loss"], rank_first)
+    # vacuous: at least the trivial value, 1 for an error gap, the constant predictor's loss else
+    trivial = 1.0 if spec["loss"] == "ce" else constant_predictor_loss(arrays["y_train"], "mse")
+    for name in ("bound_grs", "bound_spectral"):
+        columns[f"{name}_vacuous"] = (columns[name] >= trivial).double()
     return {name: torch.where(finite, value, float("nan")) for name, value in columns.items()}
 
 
