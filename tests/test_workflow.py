@@ -101,8 +101,8 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert "Tiny end-to-end check" in html
     # sections follow the config's order (tiny_batch first), not the alphabet
     assert html.index("Tiny batch-size sweep") < html.index("Tiny end-to-end check")
-    # 6 default figures in each of 2 experiments, and the 5 listed by tiny_deep
-    assert html.count('src="data:image/svg+xml;base64,') == 6 * 2 + 5
+    # 5 default figures in each of 2 experiments, and the 5 listed by tiny_deep
+    assert html.count('src="data:image/svg+xml;base64,') == 5 * 2 + 5
     assert "The output layer, reported apart" in html and "Spearman correlation" in html
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "<script" not in html and "<link" not in html

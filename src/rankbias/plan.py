@@ -28,8 +28,7 @@ FIGURE_KINDS = (
     "generalization",
     "rank_gap",
 )
-# Paper A's two-layer audits
-DEFAULT_FIGURES = ("spectra", "rank", "paper_a", "dynamics", "generalization", "rank_gap")
+DEFAULT_FIGURES = ("spectra", "rank", "paper_a", "dynamics", "generalization")  # Paper A's audits
 RUN_DEFAULTS: dict[str, Any] = {
     "depth": 2,
     "output_bias": False,

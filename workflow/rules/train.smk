@@ -13,6 +13,7 @@ rule train:
     conda:
         "../../envs/rankbias.yaml"
     threads: 1
+    priority: 10
     resources:
         mem_mb=4000,
         runtime=train_runtime,
