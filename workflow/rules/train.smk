@@ -10,10 +10,10 @@ rule train:
         "logs/train/{experiment}/{group}.log",
     benchmark:
         "results/benchmarks/train/{experiment}/{group}.tsv"
+    priority: 10
     conda:
         "../../envs/rankbias.yaml"
     threads: 1
-    priority: 10
     resources:
         mem_mb=4000,
         runtime=train_runtime,
