@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -118,6 +119,26 @@ def cmd_figure(args: argparse.Namespace) -> None:
     _log(f"wrote {args.out}")
 
 
+def cmd_claims(args: argparse.Namespace) -> None:
+    import yaml
+
+    from rankbias.claims import check_registry, evaluate
+
+    registry = yaml.safe_load(Path(args.registry).read_text())
+    config = json.loads(args.meta)["config"]
+    check_registry(registry, config, args.registry)
+    tables = {Path(p).stem: pd.read_csv(p) for p in args.tables}
+    histories = {Path(p).stem.removesuffix("_history"): pd.read_csv(p) for p in args.histories}
+    verdicts = evaluate(registry, config, tables, histories)
+    verdicts["registry"] = {
+        "file": args.registry,
+        "sha256": hashlib.sha256(Path(args.registry).read_bytes()).hexdigest()[:16],
+    }
+    write_json(args.out, verdicts)
+    counts = pd.Series([c["verdict"] for c in verdicts["claims"]]).value_counts().to_dict()
+    _log(f"{len(verdicts['claims'])} claims: {counts}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from rankbias.report import write_report
 
@@ -129,6 +150,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         [Path(p) for p in args.figures],
         [Path(p) for p in args.data_info],
         [Path(p) for p in args.runs],
+        Path(args.claims),
     )
     _log(f"wrote {args.out}")
 
@@ -182,12 +204,21 @@ def parser() -> argparse.ArgumentParser:
     figure.add_argument("--hue", default="batch_size", help="the colour axis (grid, heatmap)")
     figure.set_defaults(func=cmd_figure)
 
+    claims = steps.add_parser("claims", help="a verdict per claim of the registry")
+    claims.add_argument("--registry", required=True, help="config/claims.yaml")
+    claims.add_argument("--meta", required=True, help="the run's config, as JSON")
+    claims.add_argument("--tables", nargs="+", required=True, help="<experiment>.csv tables")
+    claims.add_argument("--histories", nargs="+", required=True, help="<experiment>_history.csv")
+    claims.add_argument("--out", required=True, help="claims.json to write")
+    claims.set_defaults(func=cmd_claims)
+
     report = steps.add_parser("report", help="render the HTML report")
     report.add_argument("--meta", required=True, help="experiment titles and config, as JSON")
     report.add_argument("--tables", nargs="+", required=True)
     report.add_argument("--figures", nargs="+", required=True, help="<experiment>/<name>.svg files")
     report.add_argument("--data-info", nargs="+", required=True)
     report.add_argument("--runs", nargs="+", required=True, help="result.json of every job")
+    report.add_argument("--claims", required=True, help="claims.json from `rankbias claims`")
     report.add_argument("--template-dir", required=True)
     report.add_argument("--out", required=True)
     report.set_defaults(func=cmd_report)

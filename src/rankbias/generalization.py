@@ -122,6 +122,7 @@ def matched_weight_decay(table: pd.DataFrame) -> pd.DataFrame:
                 "error_wd0": without.mean(),
                 "error_best": with_best.mean(),
                 "difference": paired.mean(),
+                "difference_se": error,
                 "seed_sd_wd0": without.std(ddof=1) if len(without) > 1 else float("nan"),
                 "seeds": len(paired),
                 "beyond_noise": bool(abs(paired.mean()) > 2 * error)

@@ -389,10 +389,120 @@ def provenance(runs: list[dict], meta: dict) -> dict:
     }
 
 
+VERDICT_MARK = {"supported": "✓", "contradicted": "✗", "mixed": "◐", "inconclusive": "?"}
+RESULT_MARK = {True: "✓ pass", False: "✗ fail", None: "– undecided"}
+CASE_COLUMNS = {  # case key -> column header of the numbers table, in this order
+    "case": "case",
+    "value": "statistic",
+    "n": "n",
+    "settings": "settings",
+    "grid_spread": "grid_spread",
+    "init_value": "at init (median)",
+    "wd0_value": "at wd = 0 (median)",
+    "best_wd": "best wd",
+    "error_wd0": "error at wd = 0",
+    "error_best": "error at best wd",
+    "models": "models",
+}
+OPEN_CASES = 12  # numbers tables up to this many rows are shown open, longer ones folded
+
+
+def case_rows(check: dict) -> list[dict]:
+    """The numbers table of one check: every case with its statistic, the values it summarises,
+    pass/fail and why a case is undecided or fails for another reason than its statistic."""
+    metric_columns = [k for k in (check["check"].get("metric"), check["check"].get("relative_to"))]
+    keys = [
+        k
+        for k in (*CASE_COLUMNS, *filter(None, metric_columns))
+        if any(k in c for c in check["cases"])
+    ]
+    rows = []
+    for case in check["cases"]:
+        row = {}
+        for key in keys:
+            header = CASE_COLUMNS.get(key, f"{key} (median)")
+            value = case.get(key)
+            row[header] = (
+                value if isinstance(value, str) else _number(np.nan if value is None else value)
+            )
+        row["result"] = RESULT_MARK[case["passes"]]
+        row["reason"] = case.get("reason", "")
+        rows.append(row)
+    return rows
+
+
+def claim_sections(verdicts: dict, figure_uris: dict, experiment_kinds: dict) -> tuple[list, dict]:
+    """Claims in registry order, each figure embedded at its first claim and linked after that.
+
+    Returns the sections and {(experiment, kind): claim id} of the figures placed."""
+    placed: dict[tuple[str, str], str] = {}
+    sections = []
+    for claim in verdicts["claims"]:
+        figures = []
+        for kind in claim["figures"]:
+            for experiment in claim["experiments"]:
+                key = (experiment, kind)
+                if kind not in experiment_kinds.get(experiment, ()):
+                    continue
+                figure = {
+                    "id": f"fig-{experiment}-{kind}",
+                    "experiment": experiment,
+                    "title": FIGURES[kind][0],
+                    "caption": FIGURES[kind][1],
+                    "uri": None if key in placed else figure_uris[key],
+                    "shown_in": placed.get(key),
+                }
+                placed.setdefault(key, claim["id"])
+                figures.append(figure)
+        sections.append(
+            {
+                **claim,
+                "mark": VERDICT_MARK[claim["verdict"]],
+                "checks": [
+                    {
+                        **check,
+                        "rows": case_rows(check),
+                        "open": len(check["cases"]) <= OPEN_CASES,
+                        "mark": VERDICT_MARK[check["verdict"]],
+                    }
+                    for check in claim["checks"]
+                ],
+                "figure_list": figures,
+            }
+        )
+    return sections, placed
+
+
+def concern_index(verdicts: dict) -> list[dict]:
+    """Each concern with the claims whose sections answer it."""
+    answered: dict[str, list[str]] = {}
+    for claim in verdicts["claims"]:
+        for concern in claim["concerns"]:
+            answered.setdefault(concern["id"], []).append(claim["id"])
+    return [
+        {"id": cid, **entry, "claims": answered.get(cid, [])}
+        for cid, entry in sorted(verdicts["concerns"].items(), key=lambda item: int(item[0][1:]))
+    ]
+
+
 def build_context(
-    meta: dict, tables: list[Path], figures: list[Path], data_infos: list[Path], runs: list[Path]
+    meta: dict,
+    tables: list[Path],
+    figures: list[Path],
+    data_infos: list[Path],
+    runs: list[Path],
+    claims: Path,
 ) -> dict:
     figure_paths = {(path.parent.name, path.name): path for path in figures}
+    figure_uris = {
+        (exp, name.removesuffix(".svg")): _figure_uri(p) for (exp, name), p in figure_paths.items()
+    }
+    experiment_kinds = {
+        name: block.get("figures") or list(DEFAULT_FIGURES)
+        for name, block in meta.get("experiments", {}).items()
+    }
+    verdicts = read_json(claims)
+    claim_list, placed = claim_sections(verdicts, figure_uris, experiment_kinds)
     experiments = []
     for path in tables:
         name = path.stem
@@ -417,20 +527,27 @@ def build_context(
                 ].to_dict(orient="records"),
                 "figures": [
                     {
-                        "id": f"{name}-{kind}",
+                        "id": f"fig-{name}-{kind}",
                         "title": FIGURES[kind][0],
                         "caption": FIGURES[kind][1],
-                        "uri": _figure_uri(figure_paths[(name, f"{kind}.svg")]),
+                        "uri": None if (name, kind) in placed else figure_uris[(name, kind)],
+                        "shown_in": placed.get((name, kind)),
                     }
                     for kind in kinds
                 ],
             }
         )
     run_records = [read_json(path) for path in runs]
+    verdict_counts = {v: sum(c["verdict"] == v for c in verdicts["claims"]) for v in VERDICT_MARK}
     return {
+        "claims": claim_list,
+        "concerns": concern_index(verdicts),
+        "papers": verdicts["papers"],
+        "verdict_counts": verdict_counts,
+        "verdict_marks": VERDICT_MARK,
         "experiments": experiments,
         "datasets": [read_json(path) | {"name": path.stem} for path in data_infos],
-        "provenance": provenance(run_records, meta),
+        "provenance": provenance(run_records, meta) | {"registry": verdicts.get("registry", {})},
         "metric_table": METRIC_DEFINITIONS,
     }
 
@@ -525,6 +642,7 @@ def write_report(
     figures: list[Path],
     data_infos: list[Path],
     runs: list[Path],
+    claims: Path,
 ) -> None:
-    context = build_context(meta, tables, figures, data_infos, runs)
+    context = build_context(meta, tables, figures, data_infos, runs, claims)
     write_text(out, render(template_dir, context))

@@ -3,6 +3,7 @@ import json
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The workflow and its jobs use the rankbias package of this checkout, installed or not: jobs in
@@ -13,11 +14,31 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SOURCE_DIR, os.environ.get("PYTHONPATH")]))
 )
 
+import yaml
+
 from rankbias import plan
+from rankbias.claims import check_registry
 from rankbias.data import SOURCES
 
 validate(config, schema="../schemas/config.schema.yaml")
 JOBS = plan.jobs(config)
+
+
+def claims_file():
+    """The claim registry: `claims_file` relative to the working directory, else the one shipped
+    with the workflow (so a project folder needs no copy of config/claims.yaml)."""
+    name = config.get("claims_file", "config/claims.yaml")
+    shipped = os.path.join(workflow.basedir, name)
+    return name if os.path.exists(name) or not os.path.exists(shipped) else shipped
+
+
+CLAIMS_FILE = claims_file()
+if not os.path.exists(CLAIMS_FILE):
+    raise WorkflowError(f"claims_file: {CLAIMS_FILE} does not exist")
+with open(CLAIMS_FILE) as handle:
+    CLAIMS = yaml.safe_load(handle)
+validate(CLAIMS, schema="../schemas/claims.schema.yaml")
+check_registry(CLAIMS, config, CLAIMS_FILE)
 EXPERIMENTS = list(config["experiments"])  # config order is the report order
 DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
 # Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.

@@ -1,9 +1,36 @@
+rule claims:
+    input:
+        registry=CLAIMS_FILE,
+        tables=expand("results/tables/{experiment}.csv", experiment=EXPERIMENTS),
+        histories=expand("results/tables/{experiment}_history.csv", experiment=EXPERIMENTS),
+    output:
+        json=report(
+            "results/claims.json",
+            caption="../../report/claims.rst",
+            category="Report",
+            labels={"file": "verdict per claim"},
+        ),
+    log:
+        "logs/claims.log",
+    conda:
+        "../../envs/rankbias.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        meta=report_meta,
+    shell:
+        "python -m rankbias claims --registry {input.registry:q} --meta {params.meta:q} --tables {input.tables} --histories {input.histories} --out {output.json} > {log} 2>&1"
+
+
 rule report:
     input:
         tables=expand("results/tables/{experiment}.csv", experiment=EXPERIMENTS),
         figures=figure_files(),
         data_info=expand("results/data/{dataset}.json", dataset=DATASETS),
         runs=[f"results/runs/{experiment}/{group}/result.json" for experiment, group in JOBS],
+        claims="results/claims.json",
         template=REPORT_TEMPLATE,
     output:
         html=report(
@@ -24,4 +51,4 @@ rule report:
         meta=report_meta,
         template_dir=subpath(input.template, parent=True),
     shell:
-        "python -m rankbias report --meta {params.meta:q} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
+        "python -m rankbias report --meta {params.meta:q} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
