@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = ROOT.parent / "shared" / "data"
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+ARTIFACTS = Path(os.environ.get("RANKBIAS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 if not os.environ.get("RANKBIAS_DATA_MIRROR") and DEFAULT_MIRROR.is_dir():
     os.environ["RANKBIAS_DATA_MIRROR"] = str(DEFAULT_MIRROR)
@@ -32,3 +39,45 @@ def offline(monkeypatch):
         raise OSError(f"network disabled in tests ({url})")
 
     monkeypatch.setattr(data, "_download", refuse)
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(
+        [
+            str(BIN / "snakemake"),
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            *args,
+        ],
+        cwd=workdir,
+        check=check,
+    )
+
+
+def project(tmp_path: Path, config: dict | Path) -> Path:
+    """A user's project folder: config/config.yaml, with the workflow used from this checkout."""
+    (tmp_path / "config").mkdir()
+    target = tmp_path / "config" / "config.yaml"
+    if isinstance(config, Path):
+        shutil.copy(config, target)
+    else:
+        target.write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, mirror) -> Path:
+    """The tiny config run end to end once per session; tests read its results."""
+    workdir = project(tmp_path_factory.mktemp("tiny"), TINY)
+    snakemake(workdir, "--cores", "2")
+    return workdir

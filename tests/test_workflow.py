@@ -1,56 +1,16 @@
 """The Snakemake workflow itself: lint, format, dry run, config refusal, a tiny end-to-end run."""
 
-import os
-import shutil
-import subprocess
-import sys
+import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import BIN, ROOT, TINY, project, run, snakemake
 
 from rankbias import plan
-
-BIN = Path(sys.executable).parent
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-
-
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(
-        [
-            str(BIN / "snakemake"),
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            *args,
-        ],
-        cwd=workdir,
-        check=check,
-    )
-
-
-def project(tmp_path: Path, config: dict | Path) -> Path:
-    """A user's project folder: config/config.yaml, with the workflow used from this checkout."""
-    (tmp_path / "config").mkdir()
-    target = tmp_path / "config" / "config.yaml"
-    if isinstance(config, Path):
-        shutil.copy(config, target)
-    else:
-        target.write_text(yaml.safe_dump(config))
-    return tmp_path
+from rankbias.claims import METRICS, VERDICTS
 
 
 def test_lint_reports_nothing():
@@ -94,9 +54,8 @@ def test_bad_config_is_refused_before_any_job(tmp_path):
 
 
 @pytest.mark.workflow
-def test_tiny_config_runs_end_to_end(tmp_path):
-    workdir = project(tmp_path, TINY)
-    snakemake(workdir, "--cores", "2")
+def test_tiny_config_runs_end_to_end(tiny_run):
+    workdir = tiny_run
     html = (workdir / "results" / "report" / "index.html").read_text()
     assert "Tiny end-to-end check" in html
     # sections follow the config's order (tiny_batch first), not the alphabet
@@ -129,6 +88,20 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert (healthy["bound_grs"] > 0).all() and healthy["bound_spectral"].isna().all()
     vacuous = healthy["bound_grs"] >= healthy["const_loss"]
     assert (healthy["bound_grs_vacuous"] == vacuous).all()
+    # every metric a claim rule may name is a column of the tables
+    assert set(METRICS) <= set(table.columns) | set(deep.columns)
+    # a verdict for every claim of the registry, and the report's summary shows each
+    verdicts = json.loads((workdir / "results" / "claims.json").read_text())
+    registry = yaml.safe_load((ROOT / "config" / "claims.yaml").read_text())
+    assert [c["id"] for c in verdicts["claims"]] == sorted(
+        registry["claims"], key=lambda cid: (cid[0], int(cid[1:]))
+    )
+    assert {c["verdict"] for c in verdicts["claims"]} <= set(VERDICTS)
+    by_id = {c["id"]: c for c in verdicts["claims"]}
+    assert by_id["B7"]["experiments"] == ["tiny_deep"] and by_id["B7"]["checks"][0]["cases"]
+    assert by_id["A4"]["evidence"] == "no experiment of this config bears on it"
+    assert html.count('<article class="claim"') == len(registry["claims"])
+    assert html.count('class="badge') >= len(registry["claims"]) * 2  # summary + section
     # everything is up to date afterwards: nothing reruns
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout + snakemake(workdir, "-n").stderr
     # Snakemake's own report bundles the figures and the HTML report
@@ -137,3 +110,4 @@ def test_tiny_config_runs_end_to_end(tmp_path):
         names = bundle.namelist()
     assert any(name.endswith("spectra.svg") for name in names)
     assert any(name.endswith("index.html") for name in names)
+    assert any(name.endswith("claims.json") for name in names)

@@ -416,7 +416,7 @@ def tau_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[d
     rows = select(table, {**check, "layers": "first"})
     rows = rows[(rows["status"] == "ok") & np.isfinite(rows[check["metric"]].astype(float))]
     cases = []
-    for dataset, part in rows.groupby("dataset", sort=True):
+    for _, part in rows.groupby("dataset", sort=True):
         name = label(part.iloc[0], [], "first")
         if len(part) < MIN_TREND_SETTINGS:
             cases.append(_case(name, float("nan"), len(part), reason="fewer than 3 models"))
@@ -574,7 +574,9 @@ def evidence_line(checks: list[dict]) -> str:
     parts = []
     for check in checks:
         values = [c["value"] for c in check["cases"] if c["value"] is not None]
-        span = f" (values {_short(min(values))} to {_short(max(values))})" if values else ""
+        low, high = (min(values), max(values)) if values else (None, None)
+        span = f" (values {_short(low)} to {_short(high)})" if values else ""
+        span = f" (value {_short(low)})" if values and _short(low) == _short(high) else span
         metric = check["check"].get("metric", "test error")
         if not check["decided"]:
             parts.append(f"{metric}: no case could be decided")
