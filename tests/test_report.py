@@ -112,3 +112,40 @@ def test_run_table_orders_settings_by_number_not_by_text():
     )
     rows = run_table(table, ("rank_galanti",), "lr")
     assert [r["setting"] for r in rows] == ["d B=16", "d B=64", "d B=256"]
+
+
+def test_claim_figures_are_embedded_once_then_linked():
+    from rankbias.report import claim_sections
+
+    check = {
+        "check": {"metric": "residual_2"},
+        "cases": [
+            {"case": "e · d", "value": 0.01, "n": 3, "residual_2": 0.01, "passes": True},
+            {"case": "e · d2", "value": None, "n": 0, "passes": None, "reason": "why"},
+        ],
+        "verdict": "supported",
+    }
+    claim = {"verdict": "supported", "experiments": ["e", "f"], "checks": [check]}
+    verdicts = {
+        "claims": [
+            {**claim, "id": "A1", "figures": ["rank", "spectra"]},
+            {**claim, "id": "A3", "figures": ["rank"]},
+        ]
+    }
+    uris = {("e", "rank"): "data:e-rank", ("e", "spectra"): "data:e-spectra"}
+    kinds = {"e": ["rank", "spectra"], "f": ["grid"]}  # f draws neither figure
+    sections, placed = claim_sections(verdicts, uris, kinds)
+    first, second = (section["figure_list"] for section in sections)
+    assert [f["uri"] for f in first] == ["data:e-rank", "data:e-spectra"]
+    assert second[0]["uri"] is None and second[0]["shown_in"] == "A1"
+    assert placed == {("e", "rank"): "A1", ("e", "spectra"): "A1"}
+    rows = sections[0]["checks"][0]["rows"]
+    assert rows[0] == {
+        "case": "e · d",
+        "statistic": "0.01",
+        "n": "3",
+        "residual_2 (median)": "0.01",
+        "result": "✓ pass",
+        "reason": "",
+    }
+    assert rows[1]["result"] == "– undecided" and rows[1]["statistic"] == "–"
