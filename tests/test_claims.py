@@ -64,6 +64,8 @@ def test_level_names_the_settings_where_the_claim_holds_and_fails():
     assert by_case["exp · d · wd=0.01"]["value"] == pytest.approx(0.21)  # median of 0.20..0.22
     assert by_case["exp · d · wd=0.01"]["passes"] is False
     assert by_case["exp · d · wd=0.1"]["passes"] is True and by_case["exp · d · wd=0.1"]["n"] == 3
+    assert result["holds_at"] == ["exp · d · wd=0.1"]
+    assert result["fails_at"] == ["exp · d · wd=0.01"]
     # the verdict becomes "supported" at a threshold >= 0.21 and "contradicted" below 0.01
     assert result["flip"]["all_pass_at"] == pytest.approx(0.21)
     assert result["flip"]["none_pass_at"] == pytest.approx(0.01)

@@ -403,6 +403,7 @@ CASE_COLUMNS = {  # case key -> column header of the numbers table, in this orde
     "error_wd0": "error at wd = 0",
     "error_best": "error at best wd",
     "models": "models",
+    "min_side": "layer's smaller side",
 }
 OPEN_CASES = 12  # numbers tables up to this many rows are shown open, longer ones folded
 
@@ -410,12 +411,9 @@ OPEN_CASES = 12  # numbers tables up to this many rows are shown open, longer on
 def case_rows(check: dict) -> list[dict]:
     """The numbers table of one check: every case with its statistic, the values it summarises,
     pass/fail and why a case is undecided or fails for another reason than its statistic."""
-    metric_columns = [k for k in (check["check"].get("metric"), check["check"].get("relative_to"))]
-    keys = [
-        k
-        for k in (*CASE_COLUMNS, *filter(None, metric_columns))
-        if any(k in c for c in check["cases"])
-    ]
+    measured = [check["check"].get(key) for key in ("metric", "relative_to")]
+    order = ["case", "value", "n", *filter(None, measured), *CASE_COLUMNS]
+    keys = [k for k in dict.fromkeys(order) if any(k in case for case in check["cases"])]
     rows = []
     for case in check["cases"]:
         row = {}
