@@ -71,7 +71,7 @@ def project(tmp_path: Path, config: dict | Path) -> Path:
     if isinstance(config, Path):
         shutil.copy(config, target)
     else:
-        target.write_text(yaml.safe_dump(config))
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
     return tmp_path
 
 

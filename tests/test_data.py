@@ -58,6 +58,67 @@ def test_corrupt_gzip_in_mirror_is_refused(tmp_path, mirror, offline):
     assert not (tmp_path / "raw" / "manifest.json").exists()
 
 
+def flip_middle_byte(raw: bytes) -> bytes:
+    middle = len(raw) // 2
+    return raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1 :]
+
+
+def other_version(raw: bytes) -> bytes:
+    """A valid gzip whose payload differs in one label: another release of the file."""
+    payload = bytearray(gzip.decompress(raw))
+    payload[-1] = (payload[-1] + 1) % 10
+    return gzip.compress(bytes(payload))
+
+
+LABELS = "train-labels-idx1-ubyte.gz"
+HOUSING = "cal_housing.data"
+CORRUPTIONS = {  # name -> (source, file name in the mirror, file it stands for, corruption)
+    "truncated gzip": ("mnist", LABELS, LABELS, lambda raw: raw[: len(raw) // 2]),
+    "flipped byte in a gzip": ("mnist", LABELS, LABELS, flip_middle_byte),
+    "empty gzip": ("mnist", LABELS, LABELS, lambda raw: b""),
+    "other version of a gzip": ("mnist", LABELS, LABELS, other_version),
+    "truncated decompressed copy": (
+        "mnist",
+        LABELS.removesuffix(".gz"),
+        LABELS,
+        lambda raw: gzip.decompress(raw)[:-10],
+    ),
+    "flipped byte in a text file": ("california_housing", HOUSING, HOUSING, flip_middle_byte),
+    "text file with a line appended": (
+        "california_housing",
+        HOUSING,
+        HOUSING,
+        lambda raw: raw + b"-122.0,37.0,1.0,1.0,1.0,1.0,1.0,1.0,1.0\n",
+    ),
+    "text file with CRLF line ends": (
+        "california_housing",
+        HOUSING,
+        HOUSING,
+        lambda raw: raw.replace(b"\n", b"\r\n"),
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupt_raw_file_is_refused_naming_file_and_checksum(
+    corruption, tmp_path, mirror, offline
+):
+    source, name, stands_for, corrupt = CORRUPTIONS[corruption]
+    bad = tmp_path / "mirror" / source
+    shutil.copytree(mirror / source, bad)
+    (bad / stands_for).unlink()
+    original = (mirror / source / stands_for).read_bytes()
+    (bad / name).write_bytes(corrupt(original))
+    dest = tmp_path / "raw"
+    with pytest.raises(data.DataError) as caught:
+        data.fetch(source, dest, str(tmp_path / "mirror"))
+    message = str(caught.value)
+    expected = next(f.sha256 for f in data.SOURCES[source].files if f.name == stands_for)
+    assert str(bad / name) in message and expected in message
+    assert "was not used" in message
+    assert not (dest / stands_for).exists() and not (dest / "manifest.json").exists()
+
+
 def test_existing_raw_file_that_changed_is_refused_at_prepare(tmp_path, mirror, offline):
     data.fetch("california_housing", tmp_path / "raw", str(mirror))
     with open(tmp_path / "raw" / "cal_housing.data", "ab") as handle:

@@ -117,21 +117,25 @@ def claim_experiments(registry: dict, config: dict) -> dict[str, list[str]]:
     }
 
 
-def check_registry(registry: dict, config: dict, source: str = "config/claims.yaml") -> None:
+def check_registry(
+    registry: dict, config: dict, source: str = "config/claims.yaml", config_source: str = "config"
+) -> None:
     """Cross-references the schema cannot see; the error names the key and what is allowed."""
     ids = set(registry["claims"]) | set(registry["concerns"])
     for name, block in config["experiments"].items():
         for claim in block.get("claims", []):
             if claim not in ids:
                 raise ClaimError(
-                    f"config: experiments.{name}.claims: unknown claim or concern {claim!r}; "
+                    f"{config_source}: experiments.{name}.claims: unknown claim or concern "
+                    f"{claim!r}; "
                     f"{source} defines {', '.join(sorted(ids, key=_id_order))}"
                 )
     for claim, entry in registry["claims"].items():
         where = f"{source}: claims.{claim}"
         if entry["paper"] not in registry["papers"]:
             raise ClaimError(
-                f"{where}.paper: {entry['paper']!r}; papers: {', '.join(registry['papers'])}"
+                f"{where}.paper: unknown {entry['paper']!r}; "
+                f"papers: {', '.join(registry['papers'])}"
             )
         for concern in entry["concerns"]:
             if concern not in registry["concerns"]:
@@ -200,6 +204,8 @@ def select(rows: pd.DataFrame, check: dict) -> pd.DataFrame:
     elif layers == "output":
         rows = rows[rows["layer"] == rows["depth"]]
     for column, condition in check.get("where", {}).items():
+        if column not in rows:  # e.g. Paper A's eps columns in a table of deep nets
+            return rows.iloc[0:0]
         match = CONDITION.match(condition) if isinstance(condition, str) else None
         if match:
             keep = CONDITION_OPS[match.group(1)](rows[column].astype(float), float(match.group(2)))
@@ -259,7 +265,12 @@ def level_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list
     if "relative_to" in check:
         value = value / rows[check["relative_to"]].astype(float)
     rows["_value"] = value
-    return _over_seeds(rows, check, extra=(check["metric"], check.get("relative_to")))
+    extra = (check["metric"], check.get("relative_to"))
+    if "relative_to" in check and {"rows", "cols"} <= set(rows):
+        # a bound at or above the smaller side holds for every matrix: show both
+        rows["min_side"] = rows[["rows", "cols"]].min(axis=1)
+        extra += ("min_side",)
+    return _over_seeds(rows, check, extra=extra)
 
 
 def _over_seeds(
@@ -516,12 +527,16 @@ def describe(check: dict) -> str:
         "wd_benefit": f"{statistic} of test error at wd = 0 minus best wd > 0, by seed, {test}",
         "tau": f"Kendall {statistic}({metric}, gap) {test} over healthy models",
     }[kind]
-    where = check.get("where")
-    if where:
-        text += "; where " + ", ".join(
-            f"{k} {v}" if isinstance(v, str) and v.lstrip()[:1] in "<>=!" else f"{k} in {v}"
-            for k, v in where.items()
-        )
+    conditions = []
+    for column, condition in check.get("where", {}).items():
+        if isinstance(condition, str) and CONDITION.match(condition):
+            conditions.append(f"{column} {condition.strip()}")
+        elif isinstance(condition, list):
+            conditions.append(f"{column} in {{{', '.join(map(str, condition))}}}")
+        else:
+            conditions.append(f"{column} = {condition}")
+    if conditions:
+        text += "; where " + ", ".join(conditions)
     layers = check.get("layers", "first")
     if kind not in ("wd_benefit", "tau") and layers != "first":
         text += f"; {layers} layers"
@@ -562,6 +577,8 @@ def evaluate_check(check: dict, experiments: list[str], tables: dict, histories:
         "check": check,
         "experiments": experiments,
         "cases": cases,
+        "holds_at": [c["case"] for c in decided if c["passes"]],
+        "fails_at": [c["case"] for c in decided if not c["passes"]],
         "passed": sum(bool(c["passes"]) for c in decided),
         "decided": len(decided),
         "verdict": verdict_of(cases),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -13,6 +14,13 @@ import numpy as np
 import pandas as pd
 
 from rankbias import data
+from rankbias.checkpoint import (
+    DEFAULT_SECONDS,
+    SECONDS_ENV,
+    Checkpointer,
+    Preempted,
+    default_seconds,
+)
 from rankbias.plan import FIGURE_KINDS
 from rankbias.storage import read_json, write_csv, write_json, write_npz
 
@@ -46,7 +54,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     spec = json.loads(args.spec)
     arrays, _ = data.load_prepared(args.data)
-    result = train_ensemble(spec, arrays, log=_log)
+    checkpointer = None
+    if args.checkpoint_dir:
+        every_s = default_seconds() if args.checkpoint_seconds is None else args.checkpoint_seconds
+        checkpointer = Checkpointer(args.checkpoint_dir, every_s, log=_log)
+    try:
+        with checkpointer.on_signals() if checkpointer else contextlib.nullcontext():
+            result = train_ensemble(spec, arrays, log=_log, checkpointer=checkpointer)
+    except Preempted as stop:
+        _log(f"{stop}; rerun the job to resume")
+        sys.exit(128 + stop.signum)
     out = Path(args.out_dir)
     history = result.history
     for key in ("experiment", "group", "dataset", "loss", "depth", "width", "batch_size"):
@@ -63,8 +80,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             "torch": torch.__version__,
             "wall_time_s": result.wall_time_s,
             "diverged_epoch": result.diverged_epoch.tolist(),
+            "resumed_at": result.resumed,
         },
     )
+    if checkpointer:
+        checkpointer.clear()
     _log(
         f"done in {result.wall_time_s:.1f}s; diverged members: "
         f"{int((result.diverged_epoch >= 0).sum())}/{len(spec['members'])}"
@@ -177,6 +197,15 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="prepared .npz")
     train.add_argument("--out-dir", required=True)
     train.add_argument("--threads", type=int, default=1)
+    train.add_argument(
+        "--checkpoint-dir", default="", help="resume from / save checkpoints here (none if unset)"
+    )
+    train.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=None,
+        help=f"seconds between checkpoints (default ${SECONDS_ENV}, else {DEFAULT_SECONDS:g})",
+    )
     train.set_defaults(func=cmd_train)
 
     measure = steps.add_parser("measure", help="rank metrics and status of a trained ensemble")
@@ -229,6 +258,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (data.DataError, ValueError, KeyError, FileNotFoundError) as error:
+    except (data.DataError, ValueError, KeyError, OSError) as error:  # OSError: a full disk, too
         print(f"rankbias {args.step}: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -63,21 +63,41 @@ def group_name(run: dict, depth: int, width: int, batch_size: int, chunk: int) -
     return f"{prefix}_L{depth}_H{width}_B{batch_size}_j{chunk}"
 
 
-def jobs(config: dict) -> dict[tuple[str, str], dict]:
-    """Every training job of the config, keyed by (experiment, group), with its full spec."""
+def check_datasets(config: dict, source: str) -> None:
+    """What the schema cannot say about a data set: a teacher's rank must fit its shape."""
+    for name, spec in config["datasets"].items():
+        if spec["source"] == "teacher":
+            shape = min(spec.get("input_dim", 20), spec.get("teacher_width", 32))
+            if spec["rank"] > shape:
+                raise PlanError(
+                    f"{source}: datasets.{name}.rank: {spec['rank']} exceeds "
+                    f"min(input_dim, teacher_width) = {shape}; allowed: 1 to {shape}"
+                )
+
+
+def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
+    """Every training job of the config, keyed by (experiment, group), with its full spec.
+
+    `source` names the config file(s) in errors."""
+    check_datasets(config, source)
     planned: dict[tuple[str, str], dict] = {}
     for experiment, block in config["experiments"].items():
         for index, raw_run in enumerate(block["runs"]):
             run = {**RUN_DEFAULTS, **raw_run}
             dataset = run["dataset"]
+            where = f"{source}: experiments.{experiment}.runs[{index}]"
             if dataset not in config["datasets"]:
                 raise PlanError(
-                    f"experiments.{experiment}.runs[{index}].dataset: unknown data set "
+                    f"{where}.dataset: unknown data set "
                     f"{dataset!r}; defined in datasets: {', '.join(config['datasets'])}"
                 )
-            where = f"experiments.{experiment}.runs[{index}]"
             if (run["epochs"] is None) == (run["steps"] is None):
                 raise PlanError(f"{where}: give exactly one of `epochs` and `steps`")
+            if run["batch_norm"] and 1 in as_list(run["batch_size"]):
+                raise PlanError(
+                    f"{where}.batch_size: 1 with batch_norm (batch statistics of one sample are "
+                    "undefined); allowed with batch_norm: batch sizes >= 2"
+                )
             forms = as_list(run["wd_function"])
             if run["loss"] == "ce" and "target_abs" in forms:
                 raise PlanError(
@@ -98,7 +118,7 @@ def jobs(config: dict) -> dict[tuple[str, str], dict]:
                     group = group_name(run, depth, width, batch_size, start // chunk)
                     if (experiment, group) in planned:
                         raise PlanError(
-                            f"experiments.{experiment}.runs[{index}]: job {group!r} is produced "
+                            f"{where}: job {group!r} is produced "
                             "by two runs; give one of them a distinct `name`"
                         )
                     planned[(experiment, group)] = {

@@ -8,7 +8,9 @@ The backward pass is written out by hand (ReLU MLP, mse or ce), with the update 
 gradient GEMM (`W.mul_(1 - lr*wd).baddbmm_(-lr*delta^T, a)`), so a step never materialises a
 gradient or a temporary of weight size. A member whose mini-batch loss becomes non-finite gets
 learning rate 0 from then on and is marked diverged; the others go on. There is no host
-synchronisation inside an epoch.
+synchronisation inside an epoch. With a `Checkpointer`, the whole state is saved at step
+boundaries (every so many seconds, and on SIGTERM/SIGUSR1) and a restarted job resumes from it
+bit-identically (rankbias.checkpoint).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 import torch
 
 from rankbias import paper_a
+from rankbias.checkpoint import Checkpointer
 from rankbias.models import (
     NORM_PARAMS,
     Arch,
@@ -45,8 +48,9 @@ class TrainResult:
     final: dict[str, np.ndarray]
     history: pd.DataFrame
     diverged_epoch: np.ndarray  # -1 for members that never diverged
-    wall_time_s: float
+    wall_time_s: float  # summed over every run of a resumed job
     device: str
+    resumed: list[str]  # where each resume started ("epoch e, sample s of N")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -186,9 +190,16 @@ def lr_factor(spec: dict, epoch: int) -> float:
 
 
 def train_ensemble(
-    spec: dict, arrays: dict[str, np.ndarray], log: Callable[[str], None] = print
+    spec: dict,
+    arrays: dict[str, np.ndarray],
+    log: Callable[[str], None] = print,
+    checkpointer: Checkpointer | None = None,
 ) -> TrainResult:
-    """Train every member of `spec["members"]` on the prepared arrays; see the module docstring."""
+    """Train every member of `spec["members"]` on the prepared arrays; see the module docstring.
+
+    With a `checkpointer`, resume from its checkpoint when one of this spec exists, and save the
+    whole state at step boundaries when it is due; the result equals an uninterrupted run's.
+    """
     device = resolve_device(spec.get("device", "auto"))
     dtype = DTYPES[spec.get("dtype", "float32")]
     loss, depth, batch_size = spec["loss"], spec["depth"], spec["batch_size"]
@@ -264,20 +275,63 @@ def train_ensemble(
         )
         return _history_rows(epoch, params, depth, values, first_layer, tolerances)
 
+    # Progress: the epoch in progress, its data order, the position of the next batch in it.
+    epoch, position, order = 1, 0, None
+    loss_sum = torch.zeros(count, dtype=torch.float64, device=device)  # read once per epoch
+    earlier_wall, resumed = 0.0, []
+    saved = checkpointer.load(spec) if checkpointer else None
+    if saved is None:
+        history = None
+    else:
+        for name, value in saved["params"].items():
+            params[name].copy_(value)
+        alive.copy_(saved["alive"])
+        loss_sum.copy_(saved["loss_sum"])
+        diverged_epoch[:] = saved["diverged_epoch"]
+        for generator, state in zip(data_generators, saved["generators"], strict=True):
+            generator.set_state(state)
+        torch.set_rng_state(saved["torch_rng"])
+        epoch, position, history = saved["epoch"], saved["position"], saved["history"]
+        order = saved["order"].to(device)
+        earlier_wall, resumed = saved["wall_s"], saved["resumed"] + [saved["where"]]
+        log(f"resumed from {checkpointer.path} at {saved['where']}")
+
+    def save_checkpoint() -> None:
+        where = f"epoch {epoch}, sample {position} of {n_train}"
+        state = {
+            "params": {name: value.cpu() for name, value in params.items()},
+            "alive": alive.cpu(),
+            "loss_sum": loss_sum.cpu(),
+            "diverged_epoch": diverged_epoch.copy(),
+            "generators": [generator.get_state() for generator in data_generators],
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "position": position,
+            "order": order.cpu(),
+            "history": history,
+            "wall_s": earlier_wall + time.perf_counter() - started,
+            "where": where,
+            "resumed": resumed,
+        }
+        checkpointer.save(state, spec, where)
+
     log(
         f"training {count} members {arch} on {device} ({dtype}), batch {batch_size}, "
         f"{epochs} epochs of {-(-n_train // batch_size)} steps"
     )
-    history = snapshot(0)
+    if history is None:
+        history = snapshot(0)
     started = time.perf_counter()
+    first_epoch = epoch
     progress_every = max(1, epochs // 50)
-    for epoch in range(1, epochs + 1):
-        order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
-        order = order.to(device)
-        loss_sum = torch.zeros(count, dtype=torch.float64, device=device)  # read once per epoch
+    while epoch <= epochs:
+        if order is None:  # a new epoch (a resumed one comes with its order)
+            order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
+            order, position = order.to(device), 0
+            loss_sum.zero_()
         epoch_factor = lr_factor(spec, epoch)
-        for start in range(0, n_train, batch_size):
-            index = order[:, start : start + batch_size]
+        while position < n_train:
+            index = order[:, position : position + batch_size]
             cache: list = []
             outputs = forward(params, x_train[index], depth, cache, batch_stats=True)
             batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
@@ -299,21 +353,26 @@ def train_ensemble(
             )
             if arch.batch_norm:
                 update_running_stats(params, cache, index.shape[1])
+            position += batch_size
+            if checkpointer and checkpointer.due():
+                save_checkpoint()
         if epoch % progress_every == 0 or epoch == epochs:
             elapsed = time.perf_counter() - started
             live = (loss_sum / n_train)[alive]
             epoch_loss = live.median().item() if len(live) else float("nan")
+            done = epoch - first_epoch + 1
             log(
                 f"epoch {epoch}/{epochs} mean batch loss (median over live members) "
                 f"{epoch_loss:.4g} elapsed {elapsed:.1f}s eta "
-                f"{elapsed / epoch * (epochs - epoch):.1f}s"
+                f"{elapsed / done * (epochs - epoch):.1f}s"
             )
         if epoch % log_every == 0 or epoch == epochs:
             history += snapshot(epoch)
-    wall = time.perf_counter() - started
+        epoch, order = epoch + 1, None
+    wall = earlier_wall + time.perf_counter() - started
     final = {name: value.cpu().numpy().copy() for name, value in params.items()}
     frame = pd.DataFrame(history)
     ids = pd.DataFrame(members)
     ids["member_index"] = range(count)
     frame = ids.merge(frame, on="member_index").drop(columns="member_index")
-    return TrainResult(init, final, frame, diverged_epoch, wall, str(device))
+    return TrainResult(init, final, frame, diverged_epoch, wall, str(device), resumed)

@@ -4,7 +4,6 @@ import os
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # The workflow and its jobs use the rankbias package of this checkout, installed or not: jobs in
 # conda envs or on cluster nodes find it through PYTHONPATH (SLURM jobs get --export=ALL).
@@ -14,31 +13,29 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SOURCE_DIR, os.environ.get("PYTHONPATH")]))
 )
 
-import yaml
 
 from rankbias import plan
-from rankbias.claims import check_registry
+from rankbias.config import ConfigError, check_config
 from rankbias.data import SOURCES
 
-validate(config, schema="../schemas/config.schema.yaml")
-JOBS = plan.jobs(config)
+SCHEMAS = os.path.join(workflow.basedir, "workflow", "schemas")
+# Named in messages: the config files as given (the Snakefile's default, then --configfile ones).
+CONFIG_SOURCE = " + ".join(map(str, dict.fromkeys(workflow.configfiles))) or "config"
 
 
 def claims_file():
     """The claim registry: `claims_file` relative to the working directory, else the one shipped
     with the workflow (so a project folder needs no copy of config/claims.yaml)."""
-    name = config.get("claims_file", "config/claims.yaml")
+    name = str(config.get("claims_file", "config/claims.yaml"))
     shipped = os.path.join(workflow.basedir, name)
     return name if os.path.exists(name) or not os.path.exists(shipped) else shipped
 
 
 CLAIMS_FILE = claims_file()
-if not os.path.exists(CLAIMS_FILE):
-    raise WorkflowError(f"claims_file: {CLAIMS_FILE} does not exist")
-with open(CLAIMS_FILE) as handle:
-    CLAIMS = yaml.safe_load(handle)
-validate(CLAIMS, schema="../schemas/claims.schema.yaml")
-check_registry(CLAIMS, config, CLAIMS_FILE)
+try:  # every message names the file, the key and what is allowed; nothing has run yet
+    JOBS, _registry = check_config(config, SCHEMAS, CONFIG_SOURCE, CLAIMS_FILE)
+except ConfigError as error:
+    raise WorkflowError(f"invalid configuration, nothing was run:\n{error}") from None
 EXPERIMENTS = list(config["experiments"])  # config order is the report order
 DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
 # Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.
@@ -73,6 +70,12 @@ def job_spec(wildcards):
 
 def train_spec(wildcards):
     return json.dumps(job_spec(wildcards), sort_keys=True)
+
+
+def train_checkpoint_dir(wildcards):
+    """Not an output: Snakemake deletes a failed job's outputs, and a retried, rerun-incomplete or
+    requeued job must find its checkpoint to resume from (removed when the job succeeds)."""
+    return f"results/checkpoints/{wildcards.experiment}/{wildcards.group}"
 
 
 def train_data(wildcards):

@@ -20,5 +20,6 @@ rule train:
     params:
         spec=train_spec,
         out_dir=subpath(output.result, parent=True),
+        checkpoint_dir=train_checkpoint_dir,
     shell:
-        "python -m rankbias train --spec {params.spec:q} --data {input.data} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m rankbias train --spec {params.spec:q} --data {input.data} --out-dir {params.out_dir} --checkpoint-dir {params.checkpoint_dir} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,131 @@
+"""Resumable training: the whole state of an ensemble at a step boundary, written atomically.
+
+A checkpoint holds everything the next step depends on: the weights and batch-norm buffers, the
+alive mask, every member's data-order generator, the current epoch's permutation and the position
+in it, the running epoch loss and the history so far. A run resumed from it takes exactly the
+steps an uninterrupted run takes and ends bit-identical on the same device. It lives outside
+Snakemake's declared outputs (Snakemake deletes those of a failed job, a retried or requeued job
+finds the checkpoint still there) and is tied to the job spec by hash, so a changed config never
+resumes a stale run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rankbias.storage import atomic_path
+
+CHECKPOINT = "checkpoint.pt"
+SECONDS_ENV = "RANKBIAS_CHECKPOINT_SECONDS"
+DEFAULT_SECONDS = 60.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM's preemption / `--signal` warnings
+
+
+class Preempted(RuntimeError):
+    """Training stopped on a signal (or a test's request) after saving its checkpoint."""
+
+    def __init__(self, signum: int, where: str) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by signal {signum} after saving a checkpoint at {where}")
+
+
+def spec_digest(spec: dict) -> str:
+    """What a checkpoint must match: every key of the job spec except where it runs."""
+    relevant = {key: value for key, value in spec.items() if key != "device"}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def default_seconds() -> float:
+    """Checkpoint interval from $RANKBIAS_CHECKPOINT_SECONDS (not a config key: changing how
+    often a job saves must not make Snakemake retrain it)."""
+    text = os.environ.get(SECONDS_ENV, "")
+    try:
+        seconds = float(text) if text else DEFAULT_SECONDS
+    except ValueError:
+        raise ValueError(f"${SECONDS_ENV}: {text!r} is not a number of seconds") from None
+    if seconds < 0:
+        raise ValueError(f"${SECONDS_ENV}: {text!r} must be >= 0")
+    return seconds
+
+
+class Checkpointer:
+    """Saves a job's training state every `every_s` seconds and when a stop signal arrives.
+
+    `stop_after` (tests) makes the n-th save behave like a received SIGTERM, so a test can stop
+    training at any step without a subprocess.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        every_s: float = DEFAULT_SECONDS,
+        stop_after: int | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.path = Path(directory) / CHECKPOINT
+        self.every_s = every_s
+        self.stop_after = stop_after
+        self.log = log
+        self.saves = 0
+        self.signum: int | None = None
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        """Host-only test (no device sync): is it time to save?"""
+        return self.signum is not None or time.monotonic() - self._last >= self.every_s
+
+    def save(self, state: dict[str, Any], spec: dict, where: str) -> None:
+        """Write `state` atomically; raise Preempted when a stop was requested."""
+        import torch  # here, not at module level: the CLI's fetch and prepare need no torch
+
+        with atomic_path(self.path) as tmp:
+            torch.save({"spec_sha256": spec_digest(spec), **state}, tmp)
+        self._last = time.monotonic()
+        self.saves += 1
+        if self.stop_after is not None and self.saves >= self.stop_after:
+            self.signum = signal.SIGTERM
+        if self.signum is not None:
+            raise Preempted(self.signum, where)
+
+    def load(self, spec: dict) -> dict[str, Any] | None:
+        """The saved state if it exists, reads and belongs to this spec; else None (logged)."""
+        import torch
+
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as error:  # an unreadable checkpoint costs time, never correctness
+            self.log(f"checkpoint {self.path} is unreadable ({error}); starting afresh")
+            return None
+        if state.get("spec_sha256") != spec_digest(spec):
+            self.log(f"checkpoint {self.path} belongs to another job spec; starting afresh")
+            return None
+        return state
+
+    def clear(self) -> None:
+        """Remove the checkpoint once the job's outputs are written."""
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def on_signals(self, signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+        """Turn stop signals into a save at the next step boundary, then Preempted."""
+
+        def request(signum: int, _frame: Any) -> None:
+            self.signum = signum
+
+        previous = {signum: signal.signal(signum, request) for signum in signals}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

@@ -1,0 +1,236 @@
+"""Resumable training: a run stopped anywhere and resumed ends bit-identical to an unbroken one.
+
+In-process tests stop training at chosen saves (the Checkpointer's `stop_after`, which acts like a
+SIGTERM); the subprocess tests kill `python -m rankbias train` with SIGKILL at random moments and
+restart it until it finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_train import MEMBERS, spec_for, toy_arrays
+
+from rankbias import data
+from rankbias.checkpoint import CHECKPOINT, Checkpointer, Preempted, spec_digest
+from rankbias.storage import read_json
+from rankbias.train import train_ensemble
+
+KILL_SEED = int(os.environ.get("RANKBIAS_KILL_SEED", "20261126"))  # logged with every kill point
+
+
+def assert_same_result(resumed, reference) -> None:
+    assert resumed.final.keys() == reference.final.keys()
+    for name in reference.final:
+        assert np.array_equal(resumed.final[name], reference.final[name]), name
+    pd.testing.assert_frame_equal(resumed.history, reference.history, check_exact=True)
+    assert np.array_equal(resumed.diverged_epoch, reference.diverged_epoch)
+
+
+def train_with_stops(spec: dict, arrays: dict, directory: Path, stops: list[int]):
+    """Train, stopping after `stops[i]` saves in the i-th run, then once more to the end."""
+    for stop_after in stops:
+        checkpointer = Checkpointer(directory, every_s=0, stop_after=stop_after, log=lambda _: None)
+        with pytest.raises(Preempted):
+            train_ensemble(spec, arrays, log=lambda _: None, checkpointer=checkpointer)
+        assert (directory / CHECKPOINT).is_file()
+    checkpointer = Checkpointer(directory, every_s=0, log=lambda _: None)
+    return train_ensemble(spec, arrays, log=lambda _: None, checkpointer=checkpointer)
+
+
+@pytest.mark.parametrize(
+    "loss,depth,batch_norm,wd_function",
+    [("mse", 2, False, "input_norm"), ("ce", 3, True, "constant")],
+)
+def test_stopped_at_any_step_and_resumed_equals_uninterrupted(
+    tmp_path, loss, depth, batch_norm, wd_function
+):
+    arrays = toy_arrays(loss)
+    members = [{**m, "wd_function": wd_function} for m in MEMBERS]
+    spec = spec_for(members, loss, depth=depth, batch_size=8, epochs=3, dtype="float32")
+    spec["batch_norm"] = batch_norm
+    reference = train_ensemble(spec, arrays, log=lambda _: None)
+    steps = 3 * -(-60 // 8)  # 8 steps per epoch: stops at epoch ends, mid-epoch, the last step
+    for stops in ([1], [7], [8], [9, 5], [steps], [2, 2, 2, 2]):
+        directory = tmp_path / "-".join(map(str, stops))
+        resumed = train_with_stops(spec, arrays, directory, stops)
+        assert_same_result(resumed, reference)
+        assert len(resumed.resumed) == len(stops)
+
+
+def test_a_diverged_member_stays_diverged_across_a_resume(tmp_path):
+    arrays = toy_arrays("mse")
+    members = [*MEMBERS[:2], {"lr": 1e4, "weight_decay": 0.0, "seed": 3}]
+    spec = spec_for(members, "mse", epochs=3)
+    reference = train_ensemble(spec, arrays, log=lambda _: None)
+    assert reference.diverged_epoch[2] >= 1 and (reference.diverged_epoch[:2] == -1).all()
+    assert_same_result(train_with_stops(spec, arrays, tmp_path, [4, 10]), reference)
+
+
+def test_a_checkpoint_of_another_spec_or_unreadable_is_not_resumed(tmp_path):
+    arrays = toy_arrays("mse")
+    spec = spec_for(MEMBERS[:2], "mse", epochs=2)
+    reference = train_ensemble(spec, arrays, log=lambda _: None)
+    other = {**spec, "members": [{**m, "lr": m["lr"] * 2} for m in spec["members"]]}
+    assert spec_digest(other) != spec_digest(spec)
+    assert spec_digest({**spec, "device": "cuda"}) == spec_digest(spec)  # where it runs: same job
+    messages: list[str] = []
+    stopped = Checkpointer(tmp_path, every_s=0, stop_after=3, log=messages.append)
+    with pytest.raises(Preempted):
+        train_ensemble(other, arrays, log=lambda _: None, checkpointer=stopped)
+    fresh = Checkpointer(tmp_path, every_s=1e9, log=messages.append)
+    assert_same_result(
+        train_ensemble(spec, arrays, checkpointer=fresh, log=lambda _: None), reference
+    )
+    assert "belongs to another job spec" in messages[-1]
+    (tmp_path / CHECKPOINT).write_bytes(b"truncated")
+    assert_same_result(
+        train_ensemble(spec, arrays, checkpointer=fresh, log=lambda _: None), reference
+    )
+    assert "unreadable" in messages[-1]
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+@pytest.fixture(scope="module")
+def teacher_data(tmp_path_factory) -> Path:
+    spec = {
+        "source": "teacher",
+        "rank": 2,
+        "input_dim": 10,
+        "teacher_width": 16,
+        "train_size": 600,
+        "test_size": 200,
+        "seed": 0,
+    }
+    arrays, info = data.prepare(spec, None)
+    npz = tmp_path_factory.mktemp("data") / "teacher.npz"
+    data.write_prepared(arrays, info, str(npz), str(npz.with_suffix(".json")))
+    return npz
+
+
+def train_command(spec: dict, data_path: Path, out: Path, checkpoints: Path | None) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "rankbias",
+        "train",
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(data_path),
+        "--out-dir",
+        str(out),
+    ]
+    if checkpoints:
+        command += ["--checkpoint-dir", str(checkpoints), "--checkpoint-seconds", "0"]
+    return command
+
+
+PROCESS_SPEC = {
+    **spec_for(
+        [{**m, "wd_function": "constant"} for m in MEMBERS],
+        "mse",
+        epochs=12,
+        batch_size=4,
+        dtype="float32",
+    ),
+    "width": 32,
+    "experiment": "kill",
+    "group": "teacher",
+    "dataset": "teacher",
+    "log_every": 3,
+}
+
+
+def read_outputs(out: Path) -> dict:
+    arrays = {}
+    for name in ("init", "final"):
+        with np.load(out / f"{name}.npz") as handle:
+            arrays.update({f"{name}/{key}": handle[key] for key in handle.files})
+    return {"arrays": arrays, "history": (out / "history.csv").read_text()}
+
+
+def assert_same_outputs(out: Path, reference: dict) -> None:
+    got = read_outputs(out)
+    assert got["arrays"].keys() == reference["arrays"].keys()
+    for name, value in reference["arrays"].items():
+        assert np.array_equal(got["arrays"][name], value), name
+    assert got["history"] == reference["history"]
+
+
+KILLS = 8
+
+
+def start_training(command: list[str]) -> subprocess.Popen:
+    """Start a training process and return once it has begun training (imports take seconds)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if line.split("] ", 1)[-1].startswith(("training ", "resumed from")):
+            break
+    return process
+
+
+def test_sigkill_at_random_points_then_restart_is_bit_identical(tmp_path, teacher_data):
+    """Kill the training process with SIGKILL at random moments of its training and restart it
+    each time until it finishes (a trial); trials go on until KILLS kills have landed. Every
+    trial's outputs must equal an uninterrupted run's."""
+    subprocess.run(train_command(PROCESS_SPEC, teacher_data, tmp_path / "ref", None), check=True)
+    training_s = read_json(tmp_path / "ref" / "result.json")["wall_time_s"]
+    reference = read_outputs(tmp_path / "ref")
+    rng = random.Random(KILL_SEED)
+    kills: list[float] = []
+    resumed_after_kill = 0
+    for trial in range(KILLS):
+        out, checkpoints = tmp_path / f"trial{trial}", tmp_path / f"checkpoints{trial}"
+        while True:
+            process = start_training(train_command(PROCESS_SPEC, teacher_data, out, checkpoints))
+            delay = rng.uniform(0, training_s) if len(kills) < KILLS else None
+            try:
+                log = process.communicate(timeout=delay)[0]
+            except subprocess.TimeoutExpired:
+                process.kill()  # SIGKILL: no handler runs, nothing is flushed
+                process.communicate()
+                kills.append(round(delay, 2))
+                continue
+            assert process.returncode == 0, log
+            break
+        assert_same_outputs(out, reference)
+        resumed_after_kill += len(read_json(out / "result.json")["resumed_at"])
+        assert not checkpoints.exists()  # cleared once the outputs are written
+        if len(kills) >= KILLS:
+            break
+    print(
+        f"SIGKILL at {kills} s into training (seed {KILL_SEED}, uninterrupted training "
+        f"{training_s:.1f} s); {resumed_after_kill} restarts resumed from a checkpoint"
+    )
+    assert len(kills) == KILLS and resumed_after_kill >= KILLS // 2
+
+
+def test_sigterm_saves_and_exits_then_resumes(tmp_path, teacher_data):
+    reference_out = tmp_path / "ref"
+    subprocess.run(train_command(PROCESS_SPEC, teacher_data, reference_out, None), check=True)
+    out, checkpoints = tmp_path / "stopped", tmp_path / "checkpoints"
+    command = train_command(PROCESS_SPEC, teacher_data, out, checkpoints)
+    command[command.index("--checkpoint-seconds") + 1] = "1000"  # only the signal saves
+    process = start_training(command)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    log = process.communicate()[0]
+    assert process.returncode == 128 + signal.SIGTERM, log
+    assert "stopped by signal" in log and (checkpoints / CHECKPOINT).is_file()
+    assert not (out / "final.npz").exists()
+    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert "resumed from" in finished.stdout
+    assert_same_outputs(out, read_outputs(reference_out))
