@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from test_train import MEMBERS, spec_for, toy_arrays
 
-from rankbias import data
+from rankbias import checkpoint, data
 from rankbias.checkpoint import CHECKPOINT, Checkpointer, Preempted, spec_digest
 from rankbias.storage import read_json
 from rankbias.train import train_ensemble
@@ -92,7 +92,7 @@ def test_a_checkpoint_of_another_spec_or_unreadable_is_not_resumed(tmp_path):
     assert_same_result(
         train_ensemble(spec, arrays, checkpointer=fresh, log=lambda _: None), reference
     )
-    assert "belongs to another job spec" in messages[-1]
+    assert "belongs to another job spec or code" in messages[-1]
     (tmp_path / CHECKPOINT).write_bytes(b"truncated")
     assert_same_result(
         train_ensemble(spec, arrays, checkpointer=fresh, log=lambda _: None), reference
@@ -234,3 +234,10 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path, teacher_data):
     finished = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "resumed from" in finished.stdout
     assert_same_outputs(out, read_outputs(reference_out))
+
+
+def test_a_checkpoint_of_other_code_is_not_resumed(monkeypatch):
+    spec = spec_for(MEMBERS[:1], "mse")
+    before = spec_digest(spec)
+    monkeypatch.setattr(checkpoint, "code_digest", lambda: "edited train.py")
+    assert spec_digest(spec) != before

@@ -38,10 +38,20 @@ class Preempted(RuntimeError):
         super().__init__(f"stopped by signal {signum} after saving a checkpoint at {where}")
 
 
+def code_digest() -> str:
+    """The package's own sources: a checkpoint written by other code is not resumed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def spec_digest(spec: dict) -> str:
-    """What a checkpoint must match: every key of the job spec except where it runs."""
+    """What a checkpoint must match: every key of the job spec except where it runs, and the
+    code that trains it."""
     relevant = {key: value for key, value in spec.items() if key != "device"}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    text = json.dumps(relevant, sort_keys=True) + code_digest()
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def default_seconds() -> float:
@@ -108,7 +118,7 @@ class Checkpointer:
             self.log(f"checkpoint {self.path} is unreadable ({error}); starting afresh")
             return None
         if state.get("spec_sha256") != spec_digest(spec):
-            self.log(f"checkpoint {self.path} belongs to another job spec; starting afresh")
+            self.log(f"checkpoint {self.path} belongs to another job spec or code; starting afresh")
             return None
         return state
 
