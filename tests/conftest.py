@@ -66,7 +66,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def project(tmp_path: Path, config: dict | Path) -> Path:
     """A user's project folder: config/config.yaml, with the workflow used from this checkout."""
-    (tmp_path / "config").mkdir()
+    (tmp_path / "config").mkdir(parents=True)
     target = tmp_path / "config" / "config.yaml"
     if isinstance(config, Path):
         shutil.copy(config, target)

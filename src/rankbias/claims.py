@@ -11,184 +11,31 @@ collapsed network has no low-rank bias to show, and the members left out are lis
 from __future__ import annotations
 
 import math
-import operator
-import re
 
 import numpy as np
 import pandas as pd
 
 from rankbias.figures import AXIS_LABEL
 from rankbias.generalization import kendall_tau, matched_weight_decay
-from rankbias.paper_b import GALANTI_EPS, spearman
-from rankbias.plan import FIGURE_KINDS, format_number
+from rankbias.paper_b import spearman
+from rankbias.plan import format_number
+from rankbias.registry import (  # noqa: F401 - re-exported: the registry's names are claims'
+    COMPARISONS,
+    CONDITION,
+    CONDITION_OPS,
+    HISTORY_METRICS,
+    HYPER_COLUMNS,
+    METRICS,
+    MIN_TREND_SETTINGS,
+    STATISTICS,
+    VERDICTS,
+    ClaimError,
+    check_registry,
+    claim_experiments,
+    id_order,
+)
 
-VERDICTS = ("supported", "contradicted", "mixed", "inconclusive")
-# Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
-METRICS = (
-    "train_loss",
-    "test_loss",
-    "train_acc",
-    "test_acc",
-    "gap",
-    "fro_norm",
-    "spectral_norm",
-    "rank_galanti",
-    "rank_rel",
-    "stable_rank",
-    "effective_rank",
-    "residual_1",
-    "residual_2",
-    *(f"{name}_{eps}" for eps in GALANTI_EPS for name in ("galanti_bound", "sv_above", "rank_eps")),
-    "eps_batch_max",
-    "eps_batch_mean",
-    "eps_full",
-    "thm26_bound",
-    "thm26_ratio",
-    "dist_rank2",
-    "units_collapsed",
-    "units_dead",
-    "units_linear",
-    "units_zero_input",
-    "bound_paramcount_full",
-    "bound_paramcount_rank2",
-    "bound_paramcount_rankr",
-    "bound_grs",
-    "margin_gamma",
-    "bound_spectral",
-    "norm_ratio",
-)
-# Logged per epoch as well (results/tables/<experiment>_history.csv): what `from_init` can compare.
-HISTORY_METRICS = (
-    "train_loss",
-    "test_loss",
-    "fro_norm",
-    "spectral_norm",
-    "rank_galanti",
-    "rank_rel",
-    "stable_rank",
-    "effective_rank",
-    "residual_1",
-    "residual_2",
-)
-HYPER_COLUMNS = (
-    "dataset",
-    "loss",
-    "depth",
-    "width",
-    "batch_norm",
-    "batch_size",
-    "epochs",
-    "lr",
-    "weight_decay",
-    "wd_function",
-)
 SEED_STATISTICS = {"median": np.median, "mean": np.mean, "max": np.max, "min": np.min}
-STATISTICS = {
-    "level": tuple(SEED_STATISTICS),
-    "from_init": tuple(SEED_STATISTICS),
-    "wd_effect": tuple(SEED_STATISTICS),
-    "trend": ("rho",),
-    "spread": ("grid_spread",),
-    "wd_benefit": ("difference", "z"),
-    "tau": ("tau", "granulated_tau"),
-}
-COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
-CONDITION = re.compile(r"^\s*(<=|>=|<|>|==|!=)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
-CONDITION_OPS = {**COMPARISONS, "==": operator.eq, "!=": operator.ne}
-MIN_TREND_SETTINGS = 3  # a rank correlation over two points is always +-1
-
-
-class ClaimError(ValueError):
-    """The claim registry is inconsistent with itself, the metrics or the run's config."""
-
-
-# ---------------------------------------------------------------- registry validation
-
-
-def claim_experiments(registry: dict, config: dict) -> dict[str, list[str]]:
-    """Claim id -> experiments of this config that list it under `claims` (config order)."""
-    return {
-        claim: [
-            name
-            for name, block in config["experiments"].items()
-            if claim in block.get("claims", [])
-        ]
-        for claim in registry["claims"]
-    }
-
-
-def check_registry(
-    registry: dict, config: dict, source: str = "config/claims.yaml", config_source: str = "config"
-) -> None:
-    """Cross-references the schema cannot see; the error names the key and what is allowed."""
-    ids = set(registry["claims"]) | set(registry["concerns"])
-    for name, block in config["experiments"].items():
-        for claim in block.get("claims", []):
-            if claim not in ids:
-                raise ClaimError(
-                    f"{config_source}: experiments.{name}.claims: unknown claim or concern "
-                    f"{claim!r}; "
-                    f"{source} defines {', '.join(sorted(ids, key=_id_order))}"
-                )
-    for claim, entry in registry["claims"].items():
-        where = f"{source}: claims.{claim}"
-        if entry["paper"] not in registry["papers"]:
-            raise ClaimError(
-                f"{where}.paper: unknown {entry['paper']!r}; "
-                f"papers: {', '.join(registry['papers'])}"
-            )
-        for concern in entry["concerns"]:
-            if concern not in registry["concerns"]:
-                raise ClaimError(
-                    f"{where}.concerns: unknown concern {concern!r}; "
-                    f"defined: {', '.join(registry['concerns'])}"
-                )
-        for kind in entry.get("figures", []):
-            if kind not in FIGURE_KINDS:
-                raise ClaimError(
-                    f"{where}.figures: unknown figure kind {kind!r}; "
-                    f"allowed: {', '.join(FIGURE_KINDS)}"
-                )
-        for index, check in enumerate(entry["checks"]):
-            _check_check(check, f"{where}.checks[{index}]", config)
-
-
-def _check_check(check: dict, where: str, config: dict) -> None:
-    kind = check["kind"]
-    metrics = HISTORY_METRICS if kind == "from_init" else METRICS
-    for key in ("metric", "relative_to"):
-        if key in check and check[key] not in metrics:
-            raise ClaimError(
-                f"{where}.{key}: unknown metric {check[key]!r}; allowed: {', '.join(metrics)}"
-            )
-    statistic = check.get("statistic", STATISTICS[kind][0])
-    if statistic not in STATISTICS[kind]:
-        raise ClaimError(
-            f"{where}.statistic: {statistic!r} does not apply to kind {kind}; "
-            f"allowed: {', '.join(STATISTICS[kind])}"
-        )
-    for name in check.get("experiments", []):
-        if name not in config["experiments"]:
-            raise ClaimError(
-                f"{where}.experiments: {name!r} is not an experiment of this config; "
-                f"defined: {', '.join(config['experiments'])}"
-            )
-    for column, condition in check.get("where", {}).items():
-        if column not in HYPER_COLUMNS + METRICS:
-            raise ClaimError(
-                f"{where}.where: unknown column {column!r}; allowed: {', '.join(HYPER_COLUMNS)} "
-                "or a metric"
-            )
-        if (
-            isinstance(condition, str)
-            and condition.lstrip()[:1] in "<>=!"
-            and not CONDITION.match(condition)
-        ):
-            raise ClaimError(f'{where}.where.{column}: cannot read {condition!r}; write e.g. "> 0"')
-
-
-def _id_order(claim_id: str) -> tuple[str, int]:
-    return claim_id[0], int(claim_id[1:])
 
 
 # ---------------------------------------------------------------- selecting rows
@@ -619,7 +466,7 @@ def evaluate(
     """Every claim's verdict with its checks, cases, excluded members and flip distances."""
     by_claim = claim_experiments(registry, config)
     claims = []
-    for claim_id in sorted(registry["claims"], key=_id_order):
+    for claim_id in sorted(registry["claims"], key=id_order):
         entry = registry["claims"][claim_id]
         checks = []
         used: list[str] = []

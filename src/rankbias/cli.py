@@ -21,6 +21,7 @@ from rankbias.checkpoint import (
     Preempted,
     default_seconds,
 )
+from rankbias.devices import job_device
 from rankbias.plan import FIGURE_KINDS
 from rankbias.storage import read_json, write_csv, write_json, write_npz
 
@@ -51,9 +52,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from rankbias.train import train_ensemble
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # the job's allocation: Snakemake's `threads`
     spec = json.loads(args.spec)
     arrays, _ = data.load_prepared(args.data)
+    device, gpu_lock = job_device(spec.get("device", "auto"), log=_log)  # held until exit
+    spec = {**spec, "device": device}
     checkpointer = None
     if args.checkpoint_dir:
         every_s = default_seconds() if args.checkpoint_seconds is None else args.checkpoint_seconds
@@ -85,6 +88,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     if checkpointer:
         checkpointer.clear()
+    if gpu_lock:
+        gpu_lock.close()  # the GPU is free for the next job
     _log(
         f"done in {result.wall_time_s:.1f}s; diverged members: "
         f"{int((result.diverged_epoch >= 0).sum())}/{len(spec['members'])}"

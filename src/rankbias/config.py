@@ -130,7 +130,7 @@ def check_config(
     from snakemake.utils import validate  # the schema's defaults, filled as Snakemake does
 
     from rankbias import plan
-    from rankbias.claims import ClaimError, check_registry
+    from rankbias.registry import ClaimError, check_registry
 
     schemas = Path(schemas)
     check_schema(config, schemas / "config.schema.yaml", source)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-GALANTI_EPS = (0.1, 0.3, 0.5)
+from rankbias.registry import GALANTI_EPS
 
 
 def galanti_bound(

@@ -17,6 +17,7 @@ rule train:
     resources:
         mem_mb=4000,
         runtime=train_runtime,
+        gpu=1,
     params:
         spec=train_spec,
         out_dir=subpath(output.result, parent=True),

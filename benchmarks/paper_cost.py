@@ -1,0 +1,165 @@
+"""What a config costs to train, projected from the training times measured on this machine.
+
+    python benchmarks/paper_cost.py                       # config/paper.yaml over config.yaml
+    python benchmarks/paper_cost.py --config my.yaml --measured results/runs
+
+A cost model `time = steps * step_overhead + flops / flop_rate` is fitted (least squares, both
+terms >= 0) to the training jobs of a finished run (`results/runs/*/*/result.json`: spec and
+wall time), then applied to every job the config plans. A step's FLOPs are 6 x batch x the
+weights of every member (forward 2, backward 4), which leaves out evaluation and logging.
+
+The GPU projection is not a measurement (we have no GPU): it uses the stated assumptions
+`--gpu-step-us` (kernel launches of one fused ensemble step) and `--gpu-tflops` (a sustained FP32
+rate), and is printed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from rankbias import plan  # noqa: E402
+
+FULL_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "california_housing": 20_640}
+FEATURES = {"mnist": 784, "fashion_mnist": 784, "california_housing": 8}
+CLASSES = {"mnist": 10, "fashion_mnist": 10}
+
+
+def merged(base: dict, override: dict) -> dict:
+    """Snakemake's --configfile merge: mappings merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and key in out else value
+    return out
+
+
+def train_size(dataset: dict) -> int:
+    if dataset["source"] == "teacher":
+        return dataset.get("train_size", 2000)
+    if dataset["source"] == "california_housing":
+        split = round(FULL_SIZES["california_housing"] * (1 - dataset.get("test_fraction", 0.2)))
+        return min(dataset.get("train_size", split), split)
+    return dataset.get("train_size", FULL_SIZES[dataset["source"]])
+
+
+def job_work(spec: dict, dataset: dict) -> tuple[float, float]:
+    """(SGD steps, training FLOPs) of one ensemble job."""
+    n_train = train_size(dataset)
+    source = dataset["source"]
+    n_in = dataset.get("input_dim", 20) if source == "teacher" else FEATURES[source]
+    n_out = CLASSES.get(source, 1) if spec["loss"] == "ce" else 1
+    dims = [n_in] + [spec["width"]] * (spec["depth"] - 1) + [n_out]
+    weights = sum(a * b for a, b in zip(dims, dims[1:], strict=False))
+    steps_per_epoch = math.ceil(n_train / spec["batch_size"])
+    steps = spec["steps"] or spec["epochs"] * steps_per_epoch
+    if spec["steps"]:
+        steps = math.ceil(spec["steps"] / steps_per_epoch) * steps_per_epoch
+    members = len(spec["members"])
+    return float(steps), 6.0 * spec["batch_size"] * weights * members * steps
+
+
+def measured_jobs(runs: Path, config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, flops, seconds) of every finished training job under `runs`."""
+    rows = []
+    for path in sorted(runs.glob("*/*/result.json")):
+        record = json.loads(path.read_text())
+        spec = record["spec"]
+        if spec["dataset"] not in config["datasets"]:
+            continue
+        steps, flops = job_work(spec, config["datasets"][spec["dataset"]])
+        rows.append((steps, flops, record["wall_time_s"]))
+    if not rows:
+        raise SystemExit(f"no finished training jobs under {runs}: run the default audit first")
+    return tuple(np.array(column) for column in zip(*rows, strict=True))
+
+
+def fit(steps: np.ndarray, flops: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """Non-negative (seconds per step, seconds per FLOP), relative error weighted."""
+    design = np.column_stack([steps, flops]) / seconds[:, None]
+    best, best_loss = (0.0, 0.0), math.inf
+    for support in ([0, 1], [0], [1]):  # the NNLS solution is one of these least squares
+        coef = np.zeros(2)
+        coef[support] = np.linalg.lstsq(design[:, support], np.ones(len(seconds)), rcond=None)[0]
+        loss = float(np.sum((design @ coef - 1) ** 2))
+        if (coef >= 0).all() and loss < best_loss:
+            best, best_loss = (float(coef[0]), float(coef[1])), loss
+    return best
+
+
+def gpu_hours(work: list[tuple[float, float]], scenario: tuple[float, float]) -> float:
+    """Per job the slower of a per-step floor (us) and a sustained rate (TFLOP/s)."""
+    step_us, tflops = scenario
+    return sum(max(s * step_us * 1e-6, f / (tflops * 1e12)) for s, f in work) / 3600
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default=ROOT / "config" / "config.yaml", type=Path)
+    parser.add_argument("--config", default=ROOT / "config" / "paper.yaml", type=Path)
+    parser.add_argument("--measured", default=ROOT / "results" / "runs", type=Path)
+    scenario = {"nargs": 2, "type": float, "metavar": ("US_PER_STEP", "TFLOPS")}
+    parser.add_argument("--fast-gpu", default=(300.0, 10.0), help="optimistic GPU", **scenario)
+    parser.add_argument("--slow-gpu", default=(1000.0, 2.0), help="pessimistic GPU", **scenario)
+    args = parser.parse_args()
+
+    base = yaml.safe_load(args.base.read_text())
+    config = merged(base, yaml.safe_load(args.config.read_text()))
+    steps, flops, seconds = measured_jobs(args.measured, base)
+    step_s, flop_s = fit(steps, flops, seconds)
+    error = np.median(np.abs((steps * step_s + flops * flop_s) / seconds - 1))
+    rate = f"{1 / flop_s / 1e9:.1f} GFLOP/s" if flop_s else "no FLOP term"
+    print(
+        f"cost model fitted on {len(seconds)} measured training jobs ({args.measured}): "
+        f"{step_s * 1e6:.0f} us per step + {rate}; median error {error:.0%}\n"
+    )
+    jobs = plan.jobs(config)
+    header = (
+        "experiment",
+        "jobs",
+        "model-steps",
+        "PFLOP",
+        "CPU core-h",
+        "GPU-h fast",
+        "GPU-h slow",
+    )
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    totals = np.zeros(5)
+    for experiment in config["experiments"]:
+        specs = [spec for (exp, _), spec in jobs.items() if exp == experiment]
+        work = [job_work(spec, config["datasets"][spec["dataset"]]) for spec in specs]
+        row = np.array(
+            [
+                sum(s * len(spec["members"]) for (s, _), spec in zip(work, specs, strict=True)),
+                sum(f for _, f in work) / 1e15,
+                sum(s * step_s + f * flop_s for s, f in work) / 3600,
+                gpu_hours(work, args.fast_gpu),
+                gpu_hours(work, args.slow_gpu),
+            ]
+        )
+        totals += row
+        print(f"| {experiment} | {len(specs)} | " + format_row(row))
+    print(f"| total | {len(jobs)} | " + format_row(totals))
+    print(
+        "\nCPU core-h: the fitted cost model, one thread per job on this machine. GPU-h: assumed, "
+        "not measured (no GPU here): fast = {:g} us per step or {:g} TFLOP/s, slow = {:g} us per "
+        "step or {:g} TFLOP/s, whichever is slower for each job.".format(
+            *args.fast_gpu, *args.slow_gpu
+        )
+    )
+
+
+def format_row(row: np.ndarray) -> str:
+    return f"{row[0]:.3g} | {row[1]:.2f} | {row[2]:.1f} | {row[3]:.2f} | {row[4]:.2f} |"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+"""Training throughput: rankbias's ensemble trainer against the textbook loop, in one run.
+
+    python benchmarks/train_throughput.py                 # three regimes, ~5 minutes on 2 cores
+    python benchmarks/train_throughput.py --workflow      # + the default audit under /usr/bin/time
+
+For each regime the same models (same architecture, data, batch size, learning rates, weight
+decays, number of steps) are trained twice, each in a fresh process so that its peak memory is
+its own:
+  - `ensemble`: rankbias.train.train_ensemble, every member stepping together (batched matmuls,
+    fused manual backward), including its first and last evaluation snapshot;
+  - `reference`: one model at a time, `nn.Sequential` + `torch.optim.SGD(momentum=0,
+    weight_decay=wd)` + a shuffling `DataLoader` over a `TensorDataset` (Paper B's public code's
+    pattern), on a subset of the members (per-model cost does not depend on the others).
+Reported: model-steps per second, the speed-up, training FLOP/s (6 x batch x weights per
+model-step) against this machine's dense float32 matmul rate measured in the same run (the
+roofline), the measurement stage (rankbias.measure.measure_job: SVDs, eps_batch, bounds) as a
+fraction of training time, and peak RSS. Results: benchmarks/results/throughput.csv and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+REGIMES = {  # name -> what it stresses and its models
+    "housing_2layer": {
+        "bound": "overhead",
+        "dataset": {"source": "california_housing", "clip": 5.0},
+        "loss": "mse",
+        "depth": 2,
+        "width": 256,
+        "batch_size": 16,
+        "members": 16,
+        "epochs": 2,
+        "reference_members": 2,
+    },
+    "mnist_width1024": {
+        "bound": "compute",
+        "dataset": {"source": "mnist", "train_size": 10000},
+        "loss": "ce",
+        "depth": 2,
+        "width": 1024,
+        "batch_size": 256,
+        "members": 8,
+        "epochs": 2,
+        "reference_members": 2,
+    },
+    "mnist_deep6": {
+        "bound": "mixed",
+        "dataset": {"source": "mnist", "train_size": 10000},
+        "loss": "ce",
+        "depth": 6,
+        "width": 256,
+        "batch_size": 64,
+        "members": 8,
+        "epochs": 2,
+        "reference_members": 2,
+    },
+}
+WEIGHT_DECAYS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
+def members(regime: dict) -> list[dict]:
+    return [
+        {
+            "member": i,
+            "lr": 0.01,
+            "weight_decay": WEIGHT_DECAYS[i % len(WEIGHT_DECAYS)],
+            "seed": i // len(WEIGHT_DECAYS),
+            "wd_function": "constant",
+        }
+        for i in range(regime["members"])
+    ]
+
+
+def spec_of(name: str, regime: dict) -> dict:
+    return {
+        "experiment": "benchmark",
+        "group": name,
+        "dataset": name,
+        "loss": regime["loss"],
+        "depth": regime["depth"],
+        "width": regime["width"],
+        "batch_size": regime["batch_size"],
+        "epochs": regime["epochs"],
+        "steps": None,
+        "log_every": regime["epochs"],
+        "eval_batch": 4096,
+        "device": "auto",
+        "dtype": "float32",
+        "metrics": {"eps_log_epochs": 0},  # eps_batch of the measurement stage, not of logging
+        "members": members(regime),
+    }
+
+
+def weights_per_model(arrays: dict, regime: dict) -> int:
+    n_out = int(arrays["y_train"].max()) + 1 if regime["loss"] == "ce" else 1
+    dims = [arrays["x_train"].shape[1]] + [regime["width"]] * (regime["depth"] - 1) + [n_out]
+    return sum(a * b for a, b in zip(dims, dims[1:], strict=False))
+
+
+# ----------------------------------------------------------------------------- child processes
+
+
+def run_ensemble(arrays: dict, name: str, regime: dict) -> dict:
+    from rankbias.measure import measure_job
+    from rankbias.train import train_ensemble
+
+    spec = spec_of(name, regime)
+    started = time.perf_counter()
+    result = train_ensemble(spec, arrays, log=lambda _: None)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    measure_job(spec, result.final, result.history, result.diverged_epoch, arrays)
+    measure_s = time.perf_counter() - started
+    steps = regime["epochs"] * -(-len(arrays["x_train"]) // regime["batch_size"])
+    return {"models": regime["members"], "steps": steps, "seconds": train_s, "measure_s": measure_s}
+
+
+def run_reference(arrays: dict, name: str, regime: dict) -> dict:
+    """One model at a time: nn.Module, torch.optim.SGD and a DataLoader, as most code does."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.as_tensor(arrays["x_train"], dtype=torch.float32)
+    if regime["loss"] == "ce":
+        y = torch.as_tensor(arrays["y_train"], dtype=torch.long)
+    else:
+        y = torch.as_tensor(arrays["y_train"], dtype=torch.float32)
+    n_out = int(y.max()) + 1 if regime["loss"] == "ce" else y.shape[1]
+    dims = [x.shape[1]] + [regime["width"]] * (regime["depth"] - 1) + [n_out]
+    chosen = members(regime)[: regime["reference_members"]]
+    steps = 0
+    started = time.perf_counter()
+    for member in chosen:
+        torch.manual_seed(member["seed"])
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(dims, dims[1:], strict=False):
+            layers += [
+                nn.Linear(fan_in, fan_out, bias=len(layers) < 2 * (len(dims) - 2)),
+                nn.ReLU(),
+            ]
+        model = nn.Sequential(*layers[:-1])
+        optimiser = torch.optim.SGD(
+            model.parameters(), lr=member["lr"], momentum=0, weight_decay=member["weight_decay"]
+        )
+        generator = torch.Generator().manual_seed(member["seed"])
+        loader = DataLoader(
+            TensorDataset(x, y), batch_size=regime["batch_size"], shuffle=True, generator=generator
+        )
+        for _ in range(regime["epochs"]):
+            for inputs, targets in loader:
+                outputs = model(inputs)
+                if regime["loss"] == "ce":
+                    loss = F.cross_entropy(outputs, targets)
+                else:
+                    loss = 0.5 * (outputs - targets).square().sum(dim=1).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                steps += 1
+    seconds = time.perf_counter() - started
+    return {"models": len(chosen), "steps": steps // len(chosen), "seconds": seconds}
+
+
+def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
+    """Dense float32 GEMM FLOP/s on this machine with torch's current threads (best of 5)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm up
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def child(method: str, name: str, data_path: str) -> None:
+    import torch
+
+    from rankbias import data
+
+    torch.set_num_threads(int(os.environ.get("RANKBIAS_BENCH_THREADS", os.cpu_count() or 1)))
+    if method == "matmul":
+        result = {"flops": matmul_rate()}
+    else:
+        arrays, _ = data.load_prepared(data_path)
+        runner = run_ensemble if method == "ensemble" else run_reference
+        result = runner(arrays, name, REGIMES[name])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["threads"] = torch.get_num_threads()
+    print(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------- the parent
+
+
+def in_child(method: str, name: str = "", data_path: str = "") -> dict:
+    command = [sys.executable, __file__, "--child", method, name, data_path]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def prepare(workdir: Path) -> dict[str, Path]:
+    """Each regime's data set prepared from the raw files ($RANKBIAS_DATA_MIRROR or download)."""
+    from rankbias import data
+
+    prepared = {}
+    for name, regime in REGIMES.items():
+        spec = regime["dataset"]
+        raw = workdir / "raw" / spec["source"]
+        if not (raw / data.MANIFEST).exists():
+            data.fetch(spec["source"], raw)
+        arrays, info = data.prepare(spec, raw)
+        prepared[name] = workdir / f"{name}.npz"
+        data.write_prepared(
+            arrays, info, str(prepared[name]), str(prepared[name].with_suffix(".json"))
+        )
+    return prepared
+
+
+def benchmark_rows(workdir: Path) -> list[dict]:
+    from rankbias import data
+
+    peak = in_child("matmul")["flops"]
+    rows = []
+    for name, path in prepare(workdir).items():
+        regime = REGIMES[name]
+        arrays, _ = data.load_prepared(path)
+        flops_per_model_step = 6 * regime["batch_size"] * weights_per_model(arrays, regime)
+        results = {
+            method: in_child(method, name, str(path)) for method in ("ensemble", "reference")
+        }
+        for method, result in results.items():
+            model_steps = result["models"] * result["steps"]
+            rows.append(
+                {
+                    "regime": name,
+                    "bound": regime["bound"],
+                    "method": method,
+                    "models": result["models"],
+                    "steps_per_model": result["steps"],
+                    "seconds": result["seconds"],
+                    "model_steps_per_s": model_steps / result["seconds"],
+                    "gflops": flops_per_model_step * model_steps / result["seconds"] / 1e9,
+                    "roofline_fraction": flops_per_model_step
+                    * model_steps
+                    / result["seconds"]
+                    / peak,
+                    "matmul_gflops": peak / 1e9,
+                    "measure_fraction": result.get("measure_s", np.nan) / result["seconds"],
+                    "peak_rss_mb": result["peak_rss_mb"],
+                    "threads": result["threads"],
+                }
+            )
+        ours, theirs = rows[-2], rows[-1]
+        ours["speedup"] = ours["model_steps_per_s"] / theirs["model_steps_per_s"]
+        theirs["speedup"] = 1.0
+    return rows
+
+
+# ----------------------------------------------------------------------------- the workflow
+
+
+def workflow_run(workdir: Path) -> dict:
+    """The default audit in a fresh folder under /usr/bin/time -v; peak RSS of the whole process
+    tree sampled from /proc every 0.5 s (time -v gives the largest single process)."""
+    project = workdir / "audit"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
+    command = ["/usr/bin/time", "-v", str(Path(sys.executable).parent / "snakemake")]
+    command += [
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(project),
+        "--cores",
+        "all",
+    ]
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    process = subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    tree_peak = [0.0]
+    sampler = threading.Thread(target=_sample_tree, args=(process, tree_peak), daemon=True)
+    sampler.start()
+    stderr = process.communicate()[1]
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"the default audit failed:\n{stderr[-3000:]}")
+    fields = dict(line.strip().rsplit(": ", 1) for line in stderr.splitlines() if ": " in line)
+    wall = fields["Elapsed (wall clock) time (h:mm:ss or m:ss)"]
+    seconds = sum(float(part) * 60**i for i, part in enumerate(reversed(wall.split(":"))))
+    train_s, measure_s = (_benchmark_seconds(project, kind) for kind in ("train", "measure"))
+    return {
+        "wall_s": seconds,
+        "max_rss_single_process_mb": int(fields["Maximum resident set size (kbytes)"]) / 1024,
+        "peak_rss_process_tree_mb": tree_peak[0],
+        "train_jobs_s": train_s,
+        "measure_jobs_s": measure_s,
+        "measure_fraction": measure_s / train_s,
+    }
+
+
+def _benchmark_seconds(project: Path, kind: str) -> float:
+    import pandas as pd
+
+    files = (project / "results" / "benchmarks" / kind).rglob("*.tsv")
+    return float(sum(pd.read_csv(path, sep="\t")["s"].iloc[0] for path in files))
+
+
+def _sample_tree(process: subprocess.Popen, peak: list[float]) -> None:
+    while process.poll() is None:
+        peak[0] = max(peak[0], _tree_rss_mb(process.pid))
+        time.sleep(0.5)
+
+
+def _tree_rss_mb(root: int) -> float:
+    children: dict[int, list[int]] = {}
+    rss: dict[int, float] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        pid = int(status.parent.name)
+        children.setdefault(int(fields["PPid"]), []).append(pid)
+        rss[pid] = float(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0.0)
+        stack += children.get(pid, [])
+    return total
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def markdown(rows: list[dict], workflow: dict | None) -> str:
+    lines = [
+        "| regime | bound | method | models × steps | model-steps/s | speed-up | GFLOP/s | "
+        "of matmul rate | measure / train | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        measure = "" if np.isnan(row["measure_fraction"]) else f"{row['measure_fraction']:.1%}"
+        lines.append(
+            f"| {row['regime']} | {row['bound']} | {row['method']} | {row['models']} × "
+            f"{row['steps_per_model']} | {row['model_steps_per_s']:,.0f} | {row['speedup']:.1f}× | "
+            f"{row['gflops']:.1f} | {row['roofline_fraction']:.0%} | {measure} | "
+            f"{row['peak_rss_mb']:.0f} |"
+        )
+    lines.append(
+        f"\nDense float32 matmul (2048², {rows[0]['threads']} threads): "
+        f"{rows[0]['matmul_gflops']:.1f} GFLOP/s."
+    )
+    if workflow:
+        lines.append(
+            f"\nDefault audit (`snakemake --cores all`, /usr/bin/time -v): wall "
+            f"{workflow['wall_s'] / 60:.1f} min; peak RSS of the whole process tree "
+            f"{workflow['peak_rss_process_tree_mb']:.0f} MB (largest single process "
+            f"{workflow['max_rss_single_process_mb']:.0f} MB); measurement jobs "
+            f"{workflow['measure_fraction']:.0%} of training jobs' time "
+            f"({workflow['measure_jobs_s']:.0f} s / {workflow['train_jobs_s']:.0f} s)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--workflow", action="store_true", help="also time the default audit")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory(prefix="rankbias-bench-") as tmp:
+        rows = benchmark_rows(Path(tmp))
+        workflow = workflow_run(Path(tmp)) if args.workflow else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(args.out / "throughput.csv", index=False)
+    if workflow:
+        (args.out / "workflow.json").write_text(json.dumps(workflow, indent=2) + "\n")
+    text = markdown(rows, workflow)
+    (args.out / "throughput.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
