@@ -27,7 +27,12 @@ from rankbias import storage
 FAULTS = ROOT / "tests" / "configs" / "faults.yaml"
 TARGET = "results/claims.json"
 GROUP = "faults/teacher_rank2_L2_H32_B4_j0"
-VOLATILE = {"wall_time_s", "resumed_at", "npz_sha256"}  # run times, resume points, zip timestamps
+VOLATILE = {
+    "wall_time_s",
+    "steps_time_s",
+    "resumed_at",
+    "npz_sha256",
+}  # run times, resume points, zip timestamps
 
 pytestmark = pytest.mark.workflow
 

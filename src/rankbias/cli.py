@@ -82,6 +82,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             "threads": args.threads,
             "torch": torch.__version__,
             "wall_time_s": result.wall_time_s,
+            "steps_time_s": result.steps_s,
             "diverged_epoch": result.diverged_epoch.tolist(),
             "resumed_at": result.resumed,
         },

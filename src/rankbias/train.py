@@ -51,6 +51,7 @@ class TrainResult:
     wall_time_s: float  # summed over every run of a resumed job
     device: str
     resumed: list[str]  # where each resume started ("epoch e, sample s of N")
+    steps_s: float = 0.0  # of the wall time: SGD steps only (no evaluation, logging, checkpoints)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -278,7 +279,7 @@ def train_ensemble(
     # Progress: the epoch in progress, its data order, the position of the next batch in it.
     epoch, position, order = 1, 0, None
     loss_sum = torch.zeros(count, dtype=torch.float64, device=device)  # read once per epoch
-    earlier_wall, resumed = 0.0, []
+    earlier_wall, resumed, steps_s = 0.0, [], 0.0
     saved = checkpointer.load(spec) if checkpointer else None
     if saved is None:
         history = None
@@ -294,6 +295,7 @@ def train_ensemble(
         epoch, position, history = saved["epoch"], saved["position"], saved["history"]
         order = saved["order"].to(device)
         earlier_wall, resumed = saved["wall_s"], saved["resumed"] + [saved["where"]]
+        steps_s = saved["steps_s"]
         log(f"resumed from {checkpointer.path} at {saved['where']}")
 
     def save_checkpoint() -> None:
@@ -310,6 +312,7 @@ def train_ensemble(
             "order": order.cpu(),
             "history": history,
             "wall_s": earlier_wall + time.perf_counter() - started,
+            "steps_s": steps_s + time.perf_counter() - epoch_started,
             "where": where,
             "resumed": resumed,
         }
@@ -330,6 +333,7 @@ def train_ensemble(
             order, position = order.to(device), 0
             loss_sum.zero_()
         epoch_factor = lr_factor(spec, epoch)
+        epoch_started = time.perf_counter()
         while position < n_train:
             index = order[:, position : position + batch_size]
             cache: list = []
@@ -355,7 +359,12 @@ def train_ensemble(
                 update_running_stats(params, cache, index.shape[1])
             position += batch_size
             if checkpointer and checkpointer.due():
+                saving_started = time.perf_counter()
                 save_checkpoint()
+                epoch_started += time.perf_counter() - saving_started  # not a step's time
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # once an epoch, so that steps_s is the GPU's time
+        steps_s += time.perf_counter() - epoch_started
         if epoch % progress_every == 0 or epoch == epochs:
             elapsed = time.perf_counter() - started
             live = (loss_sum / n_train)[alive]
@@ -375,4 +384,4 @@ def train_ensemble(
     ids = pd.DataFrame(members)
     ids["member_index"] = range(count)
     frame = ids.merge(frame, on="member_index").drop(columns="member_index")
-    return TrainResult(init, final, frame, diverged_epoch, wall, str(device), resumed)
+    return TrainResult(init, final, frame, diverged_epoch, wall, str(device), resumed, steps_s)
