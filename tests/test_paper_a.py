@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from rankbias.models import Arch, forward, init_params, member_losses
-from rankbias.paper_a import eps_batch, first_layer_gradient, theorem_26, unit_states
+from rankbias.paper_a import (
+    eps_batch,
+    first_layer_gradient,
+    regularized_gradient_norms,
+    theorem_26,
+    unit_states,
+)
 from rankbias.train import decay_weights
 
 DOUBLE = torch.float64
@@ -32,6 +38,26 @@ def test_first_layer_gradient_matches_finite_differences():
         assert gradient[member, row, col].item() == pytest.approx(
             ((up - down) / (2 * step)).item(), rel=1e-6, abs=1e-9
         )
+
+
+@pytest.mark.parametrize(
+    "loss,dtype,tolerance", [("mse", DOUBLE, 1e-10), ("ce", torch.float32, 1e-4)]
+)
+def test_gram_norms_equal_the_norm_of_the_formed_gradient(loss, dtype, tolerance):
+    """The B×B Gram route to ||dL/dV + wd·V||_F gives the explicit gradient's norm."""
+    generator = torch.Generator().manual_seed(4)
+    params = init_params(Arch(9, 12, 2, 3), [0, 1, 2], dtype, torch.device("cpu"))
+    x = torch.randn(3, 8, 9, generator=generator).to(dtype)
+    if loss == "mse":
+        y = torch.randn(3, 8, 3, generator=generator).to(dtype)
+    else:
+        y = torch.randint(0, 3, (3, 8), generator=generator)
+    batch_wd = torch.tensor([0.0, 0.01, 0.5], dtype=dtype)
+    explicit = first_layer_gradient(params, x, y, 2, loss) + batch_wd.view(-1, 1, 1) * params["W1"]
+    volume_sq = params["W1"].double().square().sum(dim=(1, 2))
+    gram = regularized_gradient_norms(params, x, y, loss, batch_wd, volume_sq)
+    expected = explicit.double().flatten(1).norm(dim=1)
+    assert torch.allclose(gram, expected, rtol=tolerance, atol=0)
 
 
 def test_eps_batch_is_zero_at_an_exact_fit_without_weight_decay_and_wd_norm_with_it():

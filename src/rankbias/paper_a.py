@@ -43,6 +43,39 @@ def first_layer_gradient(
 
 
 @torch.no_grad()
+def regularized_gradient_norms(
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str,
+    batch_wd: torch.Tensor,
+    volume_sq: torch.Tensor,
+) -> torch.Tensor:
+    """||dL_data/dV + wd_V·V||_F per member of a two-layer net on batches x [M, B, n], float64,
+    without forming the m×n gradient.
+
+    With D = dL/d(pre-activation) [M, B, m], the data gradient is G = Dᵀ X, so
+    ||G||² = Σ_ij (d_i·d_j)(x_i·x_j) (two B×B Gram matrices) and ⟨G, V⟩ = Σ_i d_i·(V x_i), where
+    V x_i is the pre-activation less the bias. That costs B²(m + n) per member instead of the
+    B·m·n of the gradient and the m·n of the norm: eps_batch is mostly forward passes. The three
+    terms are summed in float64. `volume_sq` is ||V||_F² per member.
+    """
+    cache: list = []
+    outputs = forward(params, x, 2, cache)
+    _, delta = losses_and_gradient(outputs, y, loss)
+    inputs, pre, _ = cache[0]
+    d = (torch.bmm(delta, params["W2"]) * (pre > 0)).double()
+    inputs = inputs.double()
+    gradient_sq = (torch.bmm(d, d.mT) * torch.bmm(inputs, inputs.mT)).sum(dim=(1, 2))
+    volume_x = pre.double()
+    if "b1" in params:
+        volume_x = volume_x - params["b1"].double().unsqueeze(1)
+    cross = (d * volume_x).sum(dim=(1, 2))
+    wd = batch_wd.double()
+    return (gradient_sq + 2 * wd * cross + wd.square() * volume_sq).clamp_min(0).sqrt()
+
+
+@torch.no_grad()
 def eps_batch(
     params: dict[str, torch.Tensor],
     x_train: torch.Tensor,
@@ -61,6 +94,8 @@ def eps_batch(
     The regularized gradient is dL_data/dV + wd_V(S')·V, with wd_V(S') = wd · mean of the
     data-dependent decay weights over the batch (1 for ordinary weight decay).
     """
+    if depth != 2:
+        raise ValueError(f"eps_batch is Paper A's, for two-layer nets; got depth {depth}")
     members, n_train = params["W1"].shape[0], len(x_train)
     device = x_train.device
     volume = params["W1"]
@@ -68,15 +103,17 @@ def eps_batch(
     largest = torch.zeros(members, dtype=torch.float64, device=device)
     total = torch.zeros(members, dtype=torch.float64, device=device)
     batches = 0
+    volume_sq = volume.double().square().sum(dim=(1, 2))
     for _ in range(epochs):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
         for start in range(0, n_train, batch_size):
             index = order[:, start : start + batch_size]
-            gradient = first_layer_gradient(params, x_train[index], y_train[index], depth, loss)
             batch_wd = weight_decay
             if decay_weights is not None:
                 batch_wd = weight_decay * torch.gather(decay_weights, 1, index).mean(dim=1)
-            norm = (gradient + batch_wd.view(-1, 1, 1) * volume).flatten(1).norm(dim=1).double()
+            norm = regularized_gradient_norms(
+                params, x_train[index], y_train[index], loss, batch_wd, volume_sq
+            )
             largest = torch.maximum(largest, norm)
             total += norm
             batches += 1
