@@ -43,21 +43,25 @@ def test_first_layer_gradient_matches_finite_differences():
 @pytest.mark.parametrize(
     "loss,dtype,tolerance", [("mse", DOUBLE, 1e-10), ("ce", torch.float32, 1e-4)]
 )
-def test_gram_norms_equal_the_norm_of_the_formed_gradient(loss, dtype, tolerance):
-    """The B×B Gram route to ||dL/dV + wd·V||_F gives the explicit gradient's norm."""
+def test_gram_norms_equal_the_norms_of_the_formed_gradients(loss, dtype, tolerance):
+    """The B×B Gram route to ||dL_S'/dV + wd·V||_F, two batches S' at once, gives the norms of
+    the explicit gradients, batch by batch."""
     generator = torch.Generator().manual_seed(4)
     params = init_params(Arch(9, 12, 2, 3), [0, 1, 2], dtype, torch.device("cpu"))
-    x = torch.randn(3, 8, 9, generator=generator).to(dtype)
+    x = torch.randn(3, 16, 9, generator=generator).to(dtype)
     if loss == "mse":
-        y = torch.randn(3, 8, 3, generator=generator).to(dtype)
+        y = torch.randn(3, 16, 3, generator=generator).to(dtype)
     else:
-        y = torch.randint(0, 3, (3, 8), generator=generator)
-    batch_wd = torch.tensor([0.0, 0.01, 0.5], dtype=dtype)
-    explicit = first_layer_gradient(params, x, y, 2, loss) + batch_wd.view(-1, 1, 1) * params["W1"]
+        y = torch.randint(0, 3, (3, 16), generator=generator)
+    batch_wd = torch.tensor([[0.0, 0.2], [0.01, 0.0], [0.5, 0.05]], dtype=dtype)
     volume_sq = params["W1"].double().square().sum(dim=(1, 2))
-    gram = regularized_gradient_norms(params, x, y, loss, batch_wd, volume_sq)
-    expected = explicit.double().flatten(1).norm(dim=1)
-    assert torch.allclose(gram, expected, rtol=tolerance, atol=0)
+    gram = regularized_gradient_norms(params, x, y, loss, 8, batch_wd, volume_sq)
+    assert gram.shape == (3, 2)
+    for batch, rows in enumerate((slice(0, 8), slice(8, 16))):
+        gradient = first_layer_gradient(params, x[:, rows], y[:, rows], 2, loss)
+        explicit = gradient + batch_wd[:, batch].view(-1, 1, 1) * params["W1"]
+        expected = explicit.double().flatten(1).norm(dim=1)
+        assert torch.allclose(gram[:, batch], expected, rtol=tolerance, atol=0)
 
 
 def test_eps_batch_is_zero_at_an_exact_fit_without_weight_decay_and_wd_norm_with_it():
@@ -118,3 +122,31 @@ def test_decay_weights():
         assert weights.mean() == pytest.approx(1.0) and weights.std() > 0.1
     with pytest.raises(ValueError, match="regression"):
         decay_weights("target_abs", x, rng.integers(0, 3, 30))
+
+
+def test_eps_batch_equals_the_batch_by_batch_definition():
+    """Chunked Gram evaluation against the definition: every batch of freshly shuffled epochs
+    (seeded as eps_batch seeds them), the last one smaller, with a data-dependent decay."""
+    from rankbias.paper_a import EPS_SAMPLES, EPS_SEED_OFFSET
+
+    generator = torch.Generator().manual_seed(5)
+    params = two_layer(members=3, n=5, m=6)
+    n_train, batch = 2 * EPS_SAMPLES + 13, 16  # two chunks and a last batch of 13 samples
+    x = torch.randn(n_train, 5, dtype=DOUBLE, generator=generator)
+    y = torch.randn(n_train, 1, dtype=DOUBLE, generator=generator)
+    wd = torch.tensor([0.0, 0.01, 0.1], dtype=DOUBLE)
+    weights = torch.rand(3, n_train, dtype=DOUBLE, generator=generator) + 0.5
+    seeds = [7, 7, 8]
+    got = eps_batch(params, x, y, 2, "mse", batch, wd, seeds, 2, weights)
+    orders = [torch.Generator().manual_seed(s + EPS_SEED_OFFSET) for s in seeds]
+    norms = []
+    for _ in range(2):
+        order = torch.stack([torch.randperm(n_train, generator=g) for g in orders])
+        for start in range(0, n_train, batch):
+            index = order[:, start : start + batch]
+            gradient = first_layer_gradient(params, x[index], y[index], 2, "mse")
+            batch_wd = wd * torch.gather(weights, 1, index).mean(dim=1)
+            norms.append((gradient + batch_wd.view(-1, 1, 1) * params["W1"]).flatten(1).norm(dim=1))
+    norms = torch.stack(norms, dim=1)
+    assert torch.allclose(got["eps_batch_max"], norms.amax(dim=1), rtol=1e-10)
+    assert torch.allclose(got["eps_batch_mean"], norms.mean(dim=1), rtol=1e-10)

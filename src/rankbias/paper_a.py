@@ -16,6 +16,7 @@ EPS_SEED_OFFSET = 2_000_029  # eps batches are drawn apart from the training ord
 UNIT_STATES = ("units_collapsed", "units_dead", "units_linear", "units_zero_input")
 COLLAPSE_TOL = 1e-6
 ZERO_INPUT_TOL = 1e-8
+EPS_SAMPLES = 512  # samples of mini-batches per forward pass in eps_batch (fastest of 128-4096)
 
 
 def applies(spec: dict) -> bool:
@@ -48,31 +49,41 @@ def regularized_gradient_norms(
     x: torch.Tensor,
     y: torch.Tensor,
     loss: str,
+    batch_size: int,
     batch_wd: torch.Tensor,
     volume_sq: torch.Tensor,
 ) -> torch.Tensor:
-    """||dL_data/dV + wd_V·V||_F per member of a two-layer net on batches x [M, B, n], float64,
-    without forming the m×n gradient.
+    """||dL_S'/dV + wd_V(S')·V||_F [M, k] of a two-layer net for k consecutive batches S' of
+    `batch_size` samples in x [M, k·B, n] (targets y [M, k·B, ...]), without forming any m×n
+    gradient.
 
-    With D = dL/d(pre-activation) [M, B, m], the data gradient is G = Dᵀ X, so
+    With D = dL_S'/d(pre-activation) [B, m] of one batch, the data gradient is G = Dᵀ X, so
     ||G||² = Σ_ij (d_i·d_j)(x_i·x_j) (two B×B Gram matrices) and ⟨G, V⟩ = Σ_i d_i·(V x_i), where
-    V x_i is the pre-activation less the bias. That costs B²(m + n) per member instead of the
-    B·m·n of the gradient and the m·n of the norm: eps_batch is mostly forward passes. The three
-    terms are summed in float64. `volume_sq` is ||V||_F² per member.
+    V x_i is the pre-activation less the bias. Batches do not interact (the weights are fixed),
+    so one forward pass serves k of them: eps_batch costs a few large matmuls an epoch instead of
+    a gradient GEMM and an m×n norm per batch. The Gram matrices are in the training precision,
+    the three terms are summed in float64. `batch_wd` [M, k] is each batch's weight decay,
+    `volume_sq` ||V||_F² per member.
     """
+    members, samples = x.shape[:2]
+    batches = samples // batch_size
     cache: list = []
     outputs = forward(params, x, 2, cache)
-    _, delta = losses_and_gradient(outputs, y, loss)
+    per_batch = (members * batches, batch_size)
+    _, delta = losses_and_gradient(
+        outputs.reshape(*per_batch, -1), y.reshape(*per_batch, *y.shape[2:]), loss
+    )
     inputs, pre, _ = cache[0]
-    d = (torch.bmm(delta, params["W2"]) * (pre > 0)).double()
-    inputs = inputs.double()
-    gradient_sq = (torch.bmm(d, d.mT) * torch.bmm(inputs, inputs.mT)).sum(dim=(1, 2))
-    volume_x = pre.double()
-    if "b1" in params:
-        volume_x = volume_x - params["b1"].double().unsqueeze(1)
-    cross = (d * volume_x).sum(dim=(1, 2))
+    d = torch.bmm(delta.reshape(members, samples, -1), params["W2"]) * (pre > 0)
+    d = d.reshape(members, batches, batch_size, -1)
+    inputs = inputs.reshape(members, batches, batch_size, -1)
+    # Grams in the training precision, their sums in float64
+    gradient_sq = (d @ d.mT * (inputs @ inputs.mT)).double().sum(dim=(2, 3))
+    volume_x = pre - params["b1"].unsqueeze(1) if "b1" in params else pre
+    cross = (d * volume_x.reshape(d.shape)).double().sum(dim=(2, 3))
     wd = batch_wd.double()
-    return (gradient_sq + 2 * wd * cross + wd.square() * volume_sq).clamp_min(0).sqrt()
+    norm_sq = gradient_sq + 2 * wd * cross + wd.square() * volume_sq.unsqueeze(1)
+    return norm_sq.clamp_min(0).sqrt()
 
 
 @torch.no_grad()
@@ -92,31 +103,36 @@ def eps_batch(
     """max and mean over batches of ||dL_S'/dV||_F, and the full-batch value, per member.
 
     The regularized gradient is dL_data/dV + wd_V(S')·V, with wd_V(S') = wd · mean of the
-    data-dependent decay weights over the batch (1 for ordinary weight decay).
+    data-dependent decay weights over the batch (1 for ordinary weight decay). Batches are those
+    of `epochs` freshly shuffled epochs, evaluated EPS_SAMPLES samples at a time; the full-batch
+    gradient `chunk` samples at a time.
     """
     if depth != 2:
         raise ValueError(f"eps_batch is Paper A's, for two-layer nets; got depth {depth}")
     members, n_train = params["W1"].shape[0], len(x_train)
     device = x_train.device
     volume = params["W1"]
-    generators = [torch.Generator().manual_seed(s + EPS_SEED_OFFSET) for s in seeds]
-    largest = torch.zeros(members, dtype=torch.float64, device=device)
-    total = torch.zeros(members, dtype=torch.float64, device=device)
-    batches = 0
     volume_sq = volume.double().square().sum(dim=(1, 2))
+    generators = [torch.Generator().manual_seed(s + EPS_SEED_OFFSET) for s in seeds]
+    norms = []
+    whole = n_train // batch_size * batch_size  # the last, smaller batch goes on its own
+    step = max(1, EPS_SAMPLES // batch_size) * batch_size
     for _ in range(epochs):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
-        for start in range(0, n_train, batch_size):
-            index = order[:, start : start + batch_size]
-            batch_wd = weight_decay
+        spans = [(a, min(a + step, whole)) for a in range(0, whole, step)]
+        for begin, end in spans + ([(whole, n_train)] if whole < n_train else []):
+            index = order[:, begin:end]
+            size = min(batch_size, end - begin)
+            batch_wd = weight_decay.view(-1, 1).expand(-1, (end - begin) // size)
             if decay_weights is not None:
-                batch_wd = weight_decay * torch.gather(decay_weights, 1, index).mean(dim=1)
-            norm = regularized_gradient_norms(
-                params, x_train[index], y_train[index], loss, batch_wd, volume_sq
+                picked = torch.gather(decay_weights, 1, index).reshape(members, -1, size)
+                batch_wd = weight_decay.view(-1, 1) * picked.mean(dim=2)
+            norms.append(
+                regularized_gradient_norms(
+                    params, x_train[index], y_train[index], loss, size, batch_wd, volume_sq
+                )
             )
-            largest = torch.maximum(largest, norm)
-            total += norm
-            batches += 1
+    norms = torch.cat(norms, dim=1)
     full = torch.zeros_like(volume)
     for start in range(0, n_train, chunk):
         part = slice(start, start + chunk)
@@ -124,8 +140,8 @@ def eps_batch(
         full += share * first_layer_gradient(params, x_train[part], y_train[part], depth, loss)
     full_norm = (full + weight_decay.view(-1, 1, 1) * volume).flatten(1).norm(dim=1).double()
     return {
-        "eps_batch_max": largest.cpu(),
-        "eps_batch_mean": (total / max(batches, 1)).cpu(),
+        "eps_batch_max": norms.amax(dim=1).cpu(),
+        "eps_batch_mean": norms.mean(dim=1).cpu(),
         "eps_full": full_norm.cpu(),
     }
 
