@@ -239,3 +239,10 @@ def test_batch_norm_refuses_a_mini_batch_of_one_sample():
     spec = spec_for(MEMBERS[:1], "ce", depth=3, batch_size=6, batch_norm=True)
     with pytest.raises(ValueError, match="batch_size 6 with 61 training samples"):
         train_ensemble(spec, arrays, log=lambda _: None)
+
+
+def test_non_finite_data_are_refused_before_training():
+    arrays = toy_arrays("mse")
+    arrays["x_test"][3, 1] = np.nan
+    with pytest.raises(ValueError, match="x_test holds non-finite values"):
+        train_ensemble(spec_for(MEMBERS[:1], "mse"), arrays, log=lambda _: None)

@@ -75,7 +75,7 @@ def sgd_step(
     """W <- (1 - lr*wd) W - lr * grad, layer by layer from the output, backprop by hand.
 
     `delta` is dLoss/d(output) with zeros for frozen members, `lr` is 0 for them and the shrink
-    factors 1, so frozen members do not move. Layer inputs go through nan_to_num so that an
+    factors 1, so frozen members do not move. Hidden layers' inputs go through nan_to_num so that an
     overflowed activation of a frozen member cannot turn its 0-step into NaN. `first_shrink`, when
     given, replaces `weight_shrink` for W1 = V (a data-dependent weight decay, Paper A's g(x, y)).
     """
@@ -86,9 +86,9 @@ def sgd_step(
         step = delta_layer * lr.view(-1, 1, 1)
         weight, bias = params[f"W{layer}"], params.get(f"b{layer}")
         shrink = weight_shrink if layer > 1 or first_shrink is None else first_shrink
-        weight.mul_(shrink.view(-1, 1, 1)).baddbmm_(
-            step.mT, torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0), alpha=-1
-        )
+        if layer > 1:  # the data (layer 1's input) are finite: checked once before training
+            inputs = torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0)
+        weight.mul_(shrink.view(-1, 1, 1)).baddbmm_(step.mT, inputs, alpha=-1)
         if bias is not None:
             bias.mul_(bias_shrink.view(-1, 1)).sub_(step.sum(dim=1))
         if norm_grads is not None:  # batch norm's scale and shift decay like biases
@@ -207,6 +207,9 @@ def train_ensemble(
     members = spec["members"]
     count = len(members)
     label_dtype = torch.long if loss == "ce" else dtype
+    for split in ("x_train", "y_train", "x_test", "y_test"):
+        if not np.isfinite(arrays[split]).all():
+            raise ValueError(f"{split} holds non-finite values: the prepared data are unusable")
     x_train = torch.as_tensor(arrays["x_train"], dtype=dtype, device=device)
     y_train = torch.as_tensor(arrays["y_train"], dtype=label_dtype, device=device)
     x_test = torch.as_tensor(arrays["x_test"], dtype=dtype, device=device)
