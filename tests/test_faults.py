@@ -144,11 +144,12 @@ def test_killed_job_is_retried_from_its_checkpoint_while_a_second_run_is_locked_
     workdir = project(tmp_path, FAULTS)
     main = start_snakemake(workdir, "--cores", "2", "--retries", "1", TARGET)
     wait_for(lambda: checkpoint_written(workdir), "the first checkpoint")
+    (pid,) = training_processes(workdir)
+    os.kill(pid, signal.SIGKILL)
+    # the retry, measurement and verdicts still to come keep the first run's lock for a while
     second = snakemake(workdir, "--cores", "1", TARGET, check=False)
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
-    (pid,) = training_processes(workdir)
-    os.kill(pid, signal.SIGKILL)
     output = main.communicate(timeout=600)[0]
     assert main.returncode == 0, output
     log = (workdir / "logs" / "train" / f"{GROUP}.log").read_text()
