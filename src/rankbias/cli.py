@@ -98,48 +98,50 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
+    """Every training job of one experiment in one process: the start-up (torch, the data) is
+    paid once, not once a job."""
     import torch
 
     from rankbias.measure import measure_job
 
     torch.set_num_threads(args.threads)  # torch's default takes every core: jobs would collide
-
-    run = Path(args.run_dir)
-    record = read_json(run / "result.json")
-    arrays, _ = data.load_prepared(args.data)
-    with np.load(run / "final.npz") as handle:
-        final = {key: handle[key] for key in handle.files}
-    table, spectra = measure_job(
-        record["spec"],
-        final,
-        pd.read_csv(run / "history.csv"),
-        np.asarray(record["diverged_epoch"]),
-        arrays,
-    )
-    write_csv(args.out_table, table)
-    members = np.asarray(sorted(m["member"] for m in record["spec"]["members"]))
-    write_npz(args.out_spectra, {**spectra, "member": members})
-    _log(
-        f"measured {len(members)} members x {record['spec']['depth']} layers; status "
-        f"{table[table['layer'] == 1]['status'].value_counts().to_dict()}"
-    )
-
-
-def cmd_aggregate(args: argparse.Namespace) -> None:
-    write_csv(args.out_table, pd.concat([pd.read_csv(p) for p in args.tables], ignore_index=True))
-    write_csv(
-        args.out_history, pd.concat([pd.read_csv(p) for p in args.histories], ignore_index=True)
-    )
-    _log(f"aggregated {len(args.tables)} jobs")
+    data_paths = {Path(path).stem: path for path in args.data}
+    loaded: dict[str, dict] = {}
+    tables, histories, spectra = [], [], {}
+    for run in map(Path, args.run_dirs):
+        record = read_json(run / "result.json")
+        spec = record["spec"]
+        if spec["dataset"] not in loaded:
+            loaded[spec["dataset"]] = data.load_prepared(data_paths[spec["dataset"]])[0]
+        with np.load(run / "final.npz") as handle:
+            final = {key: handle[key] for key in handle.files}
+        history = pd.read_csv(run / "history.csv")
+        table, job_spectra = measure_job(
+            spec, final, history, np.asarray(record["diverged_epoch"]), loaded[spec["dataset"]]
+        )
+        members = np.asarray(sorted(m["member"] for m in spec["members"]))
+        for key, value in {**job_spectra, "member": members}.items():
+            spectra[f"{spec['group']}/{key}"] = value
+        tables.append(table)
+        histories.append(history)
+        _log(
+            f"{spec['group']}: {len(members)} members x {spec['depth']} layers; status "
+            f"{table[table['layer'] == 1]['status'].value_counts().to_dict()}"
+        )
+    write_csv(args.out_table, pd.concat(tables, ignore_index=True))
+    write_csv(args.out_history, pd.concat(histories, ignore_index=True))
+    write_npz(args.out_spectra, spectra)
+    _log(f"measured {len(tables)} jobs")
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
     from rankbias.figures import draw_figure
 
-    spectra = {}
-    for path in args.spectra:
-        with np.load(path) as handle:
-            spectra[Path(path).name.removesuffix(".spectra.npz")] = {k: handle[k] for k in handle}
+    spectra: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(args.spectra) as handle:  # keys <job>/<W1, W2, ..., member>
+        for name in handle.files:
+            group, key = name.split("/", 1)
+            spectra.setdefault(group, {})[key] = handle[name]
     table, history = pd.read_csv(args.table), pd.read_csv(args.history)
     draw_figure(args.kind, table, history, spectra, Path(args.out), args.sweep, args.hue)
     _log(f"wrote {args.out}")
@@ -214,26 +216,22 @@ def parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
 
-    measure = steps.add_parser("measure", help="rank metrics and status of a trained ensemble")
-    measure.add_argument("--run-dir", required=True)
-    measure.add_argument("--data", required=True)
-    measure.add_argument("--out-table", required=True)
-    measure.add_argument("--out-spectra", required=True)
+    measure = steps.add_parser(
+        "measure", help="rank metrics, bounds and status of every training job of an experiment"
+    )
+    measure.add_argument("--run-dirs", nargs="+", required=True, help="results/runs/<exp>/<job>")
+    measure.add_argument("--data", nargs="+", required=True, help="prepared <dataset>.npz files")
+    measure.add_argument("--out-table", required=True, help="results/tables/<experiment>.csv")
+    measure.add_argument("--out-history", required=True, help="<experiment>_history.csv")
+    measure.add_argument("--out-spectra", required=True, help="<experiment>.spectra.npz")
     measure.add_argument("--threads", type=int, default=1)
     measure.set_defaults(func=cmd_measure)
-
-    aggregate = steps.add_parser("aggregate", help="one table per experiment")
-    aggregate.add_argument("--tables", nargs="+", required=True)
-    aggregate.add_argument("--histories", nargs="+", required=True)
-    aggregate.add_argument("--out-table", required=True)
-    aggregate.add_argument("--out-history", required=True)
-    aggregate.set_defaults(func=cmd_aggregate)
 
     figure = steps.add_parser("figure", help="one figure of one experiment")
     figure.add_argument("--kind", required=True, choices=FIGURE_KINDS)
     figure.add_argument("--table", required=True)
     figure.add_argument("--history", required=True)
-    figure.add_argument("--spectra", nargs="+", required=True)
+    figure.add_argument("--spectra", required=True, help="<experiment>.spectra.npz")
     figure.add_argument("--out", required=True, help="the .svg to write")
     figure.add_argument("--sweep", default="weight_decay", help="the x axis of the figure")
     figure.add_argument("--hue", default="batch_size", help="the colour axis (grid, heatmap)")

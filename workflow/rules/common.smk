@@ -106,6 +106,21 @@ def experiment_files(pattern):
     return files
 
 
+def experiment_data(wildcards):
+    """The prepared data sets an experiment's jobs train on."""
+    datasets = {
+        JOBS[(wildcards.experiment, g)]["dataset"] for g in experiment_groups(wildcards.experiment)
+    }
+    return [f"results/data/{dataset}.npz" for dataset in sorted(datasets)]
+
+
+def experiment_run_dirs(wildcards):
+    """Params function: the run folders of an experiment's jobs (their files are inputs)."""
+    return [
+        f"results/runs/{wildcards.experiment}/{g}" for g in experiment_groups(wildcards.experiment)
+    ]
+
+
 def experiment_axis(key, default):
     """Params function: the experiment's `sweep` (x axis) or `hue` (colour axis)."""
 

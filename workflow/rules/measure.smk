@@ -1,32 +1,9 @@
 rule measure:
     input:
-        data=train_data,
-        final="results/runs/{experiment}/{group}/final.npz",
-        history="results/runs/{experiment}/{group}/history.csv",
-        result="results/runs/{experiment}/{group}/result.json",
-    output:
-        table="results/metrics/{experiment}/{group}.csv",
-        spectra="results/metrics/{experiment}/{group}.spectra.npz",
-    log:
-        "logs/measure/{experiment}/{group}.log",
-    benchmark:
-        "results/benchmarks/measure/{experiment}/{group}.tsv"
-    conda:
-        "../../envs/rankbias.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    params:
-        run_dir=subpath(input.result, parent=True),
-    shell:
-        "python -m rankbias measure --run-dir {params.run_dir} --data {input.data} --out-table {output.table} --out-spectra {output.spectra} --threads {threads} > {log} 2>&1"
-
-
-rule aggregate:
-    input:
-        tables=experiment_files("results/metrics/{experiment}/{group}.csv"),
+        data=experiment_data,
+        finals=experiment_files("results/runs/{experiment}/{group}/final.npz"),
         histories=experiment_files("results/runs/{experiment}/{group}/history.csv"),
+        results=experiment_files("results/runs/{experiment}/{group}/result.json"),
     output:
         table=report(
             "results/tables/{experiment}.csv",
@@ -35,23 +12,28 @@ rule aggregate:
             labels={"file": "final metrics per member and layer"},
         ),
         history="results/tables/{experiment}_history.csv",
+        spectra="results/metrics/{experiment}.spectra.npz",
     log:
-        "logs/aggregate/{experiment}.log",
+        "logs/measure/{experiment}.log",
+    benchmark:
+        "results/benchmarks/measure/{experiment}.tsv"
     conda:
         "../../envs/rankbias.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        run_dirs=experiment_run_dirs,
     shell:
-        "python -m rankbias aggregate --tables {input.tables} --histories {input.histories} --out-table {output.table} --out-history {output.history} > {log} 2>&1"
+        "python -m rankbias measure --run-dirs {params.run_dirs} --data {input.data} --out-table {output.table} --out-history {output.history} --out-spectra {output.spectra} --threads {threads} > {log} 2>&1"
 
 
 rule figure:
     input:
         table="results/tables/{experiment}.csv",
         history="results/tables/{experiment}_history.csv",
-        spectra=experiment_files("results/metrics/{experiment}/{group}.spectra.npz"),
+        spectra="results/metrics/{experiment}.spectra.npz",
     output:
         svg=report(
             "results/figures/{experiment}/{figure}.svg",
