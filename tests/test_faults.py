@@ -204,12 +204,12 @@ def test_a_writer_that_runs_out_of_space_leaves_no_file(tmp_path, monkeypatch):
 
 @pytest.fixture
 def small_results_disk(tmp_path):
-    """results/ on a 192 kB tmpfs: room for the prepared data, not for everything after it."""
+    """results/ on a 112 kB tmpfs: room for the prepared data (93 kB), not for what follows."""
     workdir = project(tmp_path, FAULTS)
     results = workdir / "results"
     results.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(results)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=112k", "tmpfs", str(results)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
