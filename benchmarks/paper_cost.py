@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rankbias import plan  # noqa: E402
+from rankbias.train import schedule  # noqa: E402
 
 FULL_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "california_housing": 20_640}
 FEATURES = {"mnist": 784, "fashion_mnist": 784, "california_housing": 8}
@@ -59,10 +60,8 @@ def job_work(spec: dict, dataset: dict) -> tuple[float, float]:
     n_out = CLASSES.get(source, 1) if spec["loss"] == "ce" else 1
     dims = [n_in] + [spec["width"]] * (spec["depth"] - 1) + [n_out]
     weights = sum(a * b for a, b in zip(dims, dims[1:], strict=False))
-    steps_per_epoch = math.ceil(n_train / spec["batch_size"])
-    steps = spec["steps"] or spec["epochs"] * steps_per_epoch
-    if spec["steps"]:
-        steps = math.ceil(spec["steps"] / steps_per_epoch) * steps_per_epoch
+    epochs, _ = schedule(spec, n_train)  # `steps` round up to whole epochs, as in training
+    steps = epochs * math.ceil(n_train / spec["batch_size"])
     members = len(spec["members"])
     return float(steps), 6.0 * spec["batch_size"] * weights * members * steps
 

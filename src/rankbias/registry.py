@@ -13,13 +13,8 @@ from rankbias.plan import FIGURE_KINDS
 
 GALANTI_EPS = (0.1, 0.3, 0.5)  # ε of Paper B's Theorem 3.3 evaluated (rankbias.paper_b)
 VERDICTS = ("supported", "contradicted", "mixed", "inconclusive")
-# Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
-METRICS = (
-    "train_loss",
-    "test_loss",
-    "train_acc",
-    "test_acc",
-    "gap",
+# Rank and norm metrics of a weight matrix (rankbias.spectra), at the end and at logged epochs.
+SPECTRUM_METRICS = (
     "fro_norm",
     "spectral_norm",
     "rank_galanti",
@@ -28,7 +23,9 @@ METRICS = (
     "effective_rank",
     "residual_1",
     "residual_2",
-    *(f"{name}_{eps}" for eps in GALANTI_EPS for name in ("galanti_bound", "sv_above", "rank_eps")),
+)
+# Paper A's quantities, on first-layer rows of two-layer nets (rankbias.paper_a).
+PAPER_A_COLUMNS = (
     "eps_batch_max",
     "eps_batch_mean",
     "eps_full",
@@ -39,6 +36,17 @@ METRICS = (
     "units_dead",
     "units_linear",
     "units_zero_input",
+)
+# Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
+METRICS = (
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "gap",
+    *SPECTRUM_METRICS,
+    *(f"{name}_{eps}" for eps in GALANTI_EPS for name in ("galanti_bound", "sv_above", "rank_eps")),
+    *PAPER_A_COLUMNS,
     "bound_paramcount_full",
     "bound_paramcount_rank2",
     "bound_paramcount_rankr",
@@ -48,18 +56,7 @@ METRICS = (
     "norm_ratio",
 )
 # Logged per epoch as well (results/tables/<experiment>_history.csv): what `from_init` can compare.
-HISTORY_METRICS = (
-    "train_loss",
-    "test_loss",
-    "fro_norm",
-    "spectral_norm",
-    "rank_galanti",
-    "rank_rel",
-    "stable_rank",
-    "effective_rank",
-    "residual_1",
-    "residual_2",
-)
+HISTORY_METRICS = ("train_loss", "test_loss", *SPECTRUM_METRICS)
 HYPER_COLUMNS = (
     "dataset",
     "loss",

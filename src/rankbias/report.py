@@ -24,6 +24,7 @@ from rankbias.figures import SETTING_AXES, add_setting, hidden_layers
 from rankbias.generalization import matched_weight_decay, tau_table
 from rankbias.paper_b import rank_correlations
 from rankbias.plan import DEFAULT_FIGURES, format_number
+from rankbias.registry import PAPER_A_COLUMNS
 from rankbias.storage import read_json, write_text
 
 RANK_COLUMNS = (
@@ -37,18 +38,6 @@ RANK_COLUMNS = (
     "stable_rank",
     "residual_1",
     "residual_2",
-)
-PAPER_A_COLUMNS = (
-    "eps_batch_max",
-    "eps_batch_mean",
-    "eps_full",
-    "thm26_bound",
-    "thm26_ratio",
-    "dist_rank2",
-    "units_collapsed",
-    "units_dead",
-    "units_linear",
-    "units_zero_input",
 )
 FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
     "spectra": (
