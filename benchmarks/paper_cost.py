@@ -5,8 +5,9 @@
 
 A cost model `time = steps * step_overhead + flops / flop_rate` is fitted (least squares, both
 terms >= 0) to the training jobs of a finished run (`results/runs/*/*/result.json`: spec and
-wall time), then applied to every job the config plans. A step's FLOPs are 6 x batch x the
-weights of every member (forward 2, backward 4), which leaves out evaluation and logging.
+wall time), then applied to every job the config plans. A step's FLOPs are the GEMM work it
+cannot avoid (rankbias.models.Arch.step_flops) for every member, which leaves out evaluation and
+logging.
 
 The GPU projection is not a measurement (we have no GPU): it uses the stated assumptions
 `--gpu-step-us` (kernel launches of one fused ensemble step) and `--gpu-tflops` (a sustained FP32
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rankbias import plan  # noqa: E402
+from rankbias.models import Arch  # noqa: E402
 from rankbias.train import schedule  # noqa: E402
 
 FULL_SIZES = {"mnist": 60_000, "fashion_mnist": 60_000, "california_housing": 20_640}
@@ -58,12 +60,11 @@ def job_work(spec: dict, dataset: dict) -> tuple[float, float]:
     source = dataset["source"]
     n_in = dataset.get("input_dim", 20) if source == "teacher" else FEATURES[source]
     n_out = CLASSES.get(source, 1) if spec["loss"] == "ce" else 1
-    dims = [n_in] + [spec["width"]] * (spec["depth"] - 1) + [n_out]
-    weights = sum(a * b for a, b in zip(dims, dims[1:], strict=False))
+    arch = Arch(n_in, spec["width"], spec["depth"], n_out)
     epochs, _ = schedule(spec, n_train)  # `steps` round up to whole epochs, as in training
     steps = epochs * math.ceil(n_train / spec["batch_size"])
     members = len(spec["members"])
-    return float(steps), 6.0 * spec["batch_size"] * weights * members * steps
+    return float(steps), float(arch.step_flops(spec["batch_size"]) * members * steps)
 
 
 def measured_jobs(runs: Path, config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

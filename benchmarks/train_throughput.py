@@ -1,25 +1,30 @@
 """Training throughput: rankbias's ensemble trainer against the textbook loop, in one run.
 
-    python benchmarks/train_throughput.py                 # three regimes, ~5 minutes on 2 cores
+    python benchmarks/train_throughput.py                 # three regimes, ~10 minutes on 2 cores
     python benchmarks/train_throughput.py --workflow      # + the default audit under /usr/bin/time
 
 For each regime the same models (same architecture, data, batch size, learning rates, weight
 decays, number of steps) are trained by both methods, each in a fresh process so that its peak
-memory is its own, three times (the fastest counts):
+memory is its own, five times (`--repeats`), alternating the methods; the median repeat counts
+and the spread is kept:
   - `ensemble`: rankbias.train.train_ensemble, every member stepping together (batched matmuls,
-    fused manual backward), including its first and last evaluation snapshot;
+    fused manual backward), timed over its SGD steps (`steps_s`);
   - `reference`: one model at a time, `nn.Sequential` + `torch.optim.SGD(momentum=0,
     weight_decay=wd)` + a shuffling `DataLoader` over a `TensorDataset` (Paper B's public code's
     pattern), on a subset of the members (per-model cost does not depend on the others).
-Reported: model-steps per second, the speed-up, training FLOP/s (6 x batch x weights per
-model-step) against this machine's dense float32 matmul rate measured in the same run (the
-roofline), the measurement stage (rankbias.measure.measure_job: SVDs, eps_batch, bounds) as a
-fraction of training time, and peak RSS. Results: benchmarks/results/throughput.csv and .md.
+Reported: model-steps per second, the speed-up, training FLOP/s (the GEMM work a step cannot
+avoid, rankbias.models.Arch.step_flops) against the machine's dense float32 matmul rate measured
+in the same process just before and just after the training (the roofline; this shared machine's
+speed drifts, so each repeat is compared with its own roofline), the measurement stage
+(rankbias.measure.measure_job: SVDs, eps_batch, bounds) as a fraction of training time, and peak
+RSS of the training (the roofline probe's matrices excluded). Results:
+benchmarks/results/throughput.csv and .md; with --workflow also workflow.json and paper_cost.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -34,6 +39,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from rankbias.models import Arch  # noqa: E402
 
 REGIMES = {  # name -> what it stresses and its models
     "housing_2layer": {
@@ -70,7 +77,7 @@ REGIMES = {  # name -> what it stresses and its models
         "reference_members": 2,
     },
 }
-REPEATS = 3
+REPEATS = 5  # fresh processes per method and regime; the median counts
 WEIGHT_DECAYS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
@@ -107,10 +114,9 @@ def spec_of(name: str, regime: dict) -> dict:
     }
 
 
-def weights_per_model(arrays: dict, regime: dict) -> int:
+def arch_of(arrays: dict, regime: dict) -> Arch:
     n_out = int(arrays["y_train"].max()) + 1 if regime["loss"] == "ce" else 1
-    dims = [arrays["x_train"].shape[1]] + [regime["width"]] * (regime["depth"] - 1) + [n_out]
-    return sum(a * b for a, b in zip(dims, dims[1:], strict=False))
+    return Arch(arrays["x_train"].shape[1], regime["width"], regime["depth"], n_out)
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -178,7 +184,7 @@ def run_reference(arrays: dict, name: str, regime: dict) -> dict:
     return {"models": len(chosen), "steps": steps // len(chosen), "seconds": seconds}
 
 
-def matmul_rate(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 7) -> float:
+def matmul_rate(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 3) -> float:
     """Dense float32 GEMM FLOP/s with torch's current threads: the best over square sizes and
     repeats (a shared machine's speed varies by tens of percent from one second to the next)."""
     import torch
@@ -198,6 +204,12 @@ def _timed(call) -> float:
     return time.perf_counter() - started
 
 
+def reset_peak_rss() -> None:
+    """Start VmHWM afresh (Linux >= 4.0), so that the probe's matrices do not count."""
+    with contextlib.suppress(OSError):  # elsewhere the peak includes the probe (~200 MB)
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM; getrusage's ru_maxrss would include the
     forking parent's, which Linux carries across exec)."""
@@ -208,18 +220,19 @@ def peak_rss_mb() -> float:
 
 
 def child(method: str, name: str, data_path: str) -> None:
+    """One timed training, between two roofline probes; prints its numbers as JSON."""
     import torch
 
     from rankbias import data
 
     torch.set_num_threads(int(os.environ.get("RANKBIAS_BENCH_THREADS", os.cpu_count() or 1)))
-    if method == "matmul":
-        result = {"flops": matmul_rate()}
-    else:
-        arrays, _ = data.load_prepared(data_path)
-        runner = run_ensemble if method == "ensemble" else run_reference
-        result = runner(arrays, name, REGIMES[name])
+    arrays, _ = data.load_prepared(data_path)
+    before = matmul_rate()
+    reset_peak_rss()
+    runner = run_ensemble if method == "ensemble" else run_reference
+    result = runner(arrays, name, REGIMES[name])
     result["peak_rss_mb"] = peak_rss_mb()
+    result["matmul_flops"] = max(before, matmul_rate())
     result["threads"] = torch.get_num_threads()
     print(json.dumps(result))
 
@@ -251,51 +264,51 @@ def prepare(workdir: Path) -> dict[str, Path]:
     return prepared
 
 
-def benchmark_rows(workdir: Path) -> list[dict]:
+def benchmark_rows(workdir: Path, repeats: int = REPEATS) -> list[dict]:
     from rankbias import data
 
-    peak = in_child("matmul")["flops"]  # measured again at the end; the higher one counts
     rows = []
     for name, path in prepare(workdir).items():
         regime = REGIMES[name]
         arrays, _ = data.load_prepared(path)
-        flops_per_model_step = 6 * regime["batch_size"] * weights_per_model(arrays, regime)
-        results = {  # the fastest of REPEATS fresh processes: the machine's speed, not its noise
-            method: min(
-                (in_child(method, name, str(path)) for _ in range(REPEATS)),
-                key=lambda result: result["seconds"],
-            )
-            for method in ("ensemble", "reference")
-        }
-        for method, result in results.items():
-            model_steps = result["models"] * result["steps"]
+        flops_per_model_step = arch_of(arrays, regime).step_flops(regime["batch_size"])
+        runs: dict[str, list[dict]] = {"ensemble": [], "reference": []}
+        for _ in range(repeats):  # alternating, so that a slow spell hits both methods
+            for method, results in runs.items():
+                results.append(in_child(method, name, str(path)))
+        for method, results in runs.items():
+            for result in results:
+                result["model_steps_per_s"] = result["models"] * result["steps"] / result["seconds"]
+                result["fraction"] = (
+                    flops_per_model_step * result["model_steps_per_s"] / result["matmul_flops"]
+                )
+            speeds = sorted(result["model_steps_per_s"] for result in results)
+            median = sorted(results, key=lambda result: result["model_steps_per_s"])[repeats // 2]
             rows.append(
                 {
                     "regime": name,
                     "bound": regime["bound"],
                     "method": method,
-                    "models": result["models"],
-                    "steps_per_model": result["steps"],
-                    "seconds": result["seconds"],
-                    "model_steps_per_s": model_steps / result["seconds"],
-                    "gflops": flops_per_model_step * model_steps / result["seconds"] / 1e9,
-                    "roofline_fraction": flops_per_model_step
-                    * model_steps
-                    / result["seconds"]
-                    / peak,
-                    "matmul_gflops": peak / 1e9,
-                    "measure_fraction": result.get("measure_s", np.nan) / result["seconds"],
-                    "peak_rss_mb": result["peak_rss_mb"],
-                    "threads": result["threads"],
+                    "models": median["models"],
+                    "steps_per_model": median["steps"],
+                    "repeats": repeats,
+                    "seconds": median["seconds"],
+                    "model_steps_per_s": median["model_steps_per_s"],
+                    "model_steps_per_s_min": speeds[0],
+                    "model_steps_per_s_max": speeds[-1],
+                    "gflops": flops_per_model_step * median["model_steps_per_s"] / 1e9,
+                    "roofline_fraction": float(np.median([r["fraction"] for r in results])),
+                    "roofline_fraction_min": min(r["fraction"] for r in results),
+                    "roofline_fraction_max": max(r["fraction"] for r in results),
+                    "matmul_gflops": float(np.median([r["matmul_flops"] for r in results])) / 1e9,
+                    "measure_fraction": median.get("measure_s", np.nan) / median["seconds"],
+                    "peak_rss_mb": max(result["peak_rss_mb"] for result in results),
+                    "threads": median["threads"],
                 }
             )
         ours, theirs = rows[-2], rows[-1]
         ours["speedup"] = ours["model_steps_per_s"] / theirs["model_steps_per_s"]
         theirs["speedup"] = 1.0
-    final_peak = max(peak, in_child("matmul")["flops"])
-    for row in rows:
-        row["roofline_fraction"] *= peak / final_peak
-        row["matmul_gflops"] = final_peak / 1e9
     return rows
 
 
@@ -382,21 +395,26 @@ def _tree_rss_mb(root: int) -> float:
 
 def markdown(rows: list[dict], workflow: dict | None) -> str:
     lines = [
-        "| regime | bound | method | models × steps | model-steps/s | speed-up | GFLOP/s | "
-        "of matmul rate | measure / train | peak RSS MB |",
+        "| regime | bound | method | models × steps | model-steps/s (min–max) | speed-up | "
+        "GFLOP/s | of matmul rate (min–max) | measure / train | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        measure = "" if np.isnan(row["measure_fraction"]) else f"{row['measure_fraction']:.1%}"
+        measure = "" if np.isnan(row["measure_fraction"]) else f"{row['measure_fraction']:.0%}"
         lines.append(
             f"| {row['regime']} | {row['bound']} | {row['method']} | {row['models']} × "
-            f"{row['steps_per_model']} | {row['model_steps_per_s']:,.0f} | {row['speedup']:.1f}× | "
-            f"{row['gflops']:.1f} | {row['roofline_fraction']:.0%} | {measure} | "
-            f"{row['peak_rss_mb']:.0f} |"
+            f"{row['steps_per_model']} | {row['model_steps_per_s']:,.0f} "
+            f"({row['model_steps_per_s_min']:,.0f}–{row['model_steps_per_s_max']:,.0f}) | "
+            f"{row['speedup']:.1f}× | {row['gflops']:.1f} | {row['roofline_fraction']:.0%} "
+            f"({row['roofline_fraction_min']:.0%}–{row['roofline_fraction_max']:.0%}) | "
+            f"{measure} | {row['peak_rss_mb']:.0f} |"
         )
+    rates = [row["matmul_gflops"] for row in rows]
     lines.append(
-        f"\nDense float32 matmul (best of 2048² and 4096², {rows[0]['threads']} threads): "
-        f"{rows[0]['matmul_gflops']:.1f} GFLOP/s."
+        f"\nMedians of {rows[0]['repeats']} fresh processes per method, alternating; the speed-up "
+        "is the ratio of the medians. Dense float32 matmul (best of 2048² and 4096², "
+        f"{rows[0]['threads']} threads, probed before and after every training): median "
+        f"{min(rates):.0f}–{max(rates):.0f} GFLOP/s across regimes."
     )
     if workflow:
         lines.append(
@@ -414,6 +432,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--workflow", action="store_true", help="also time the default audit")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="processes per method")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -421,10 +440,17 @@ def main() -> None:
         return
     import pandas as pd
 
-    with tempfile.TemporaryDirectory(prefix="rankbias-bench-") as tmp:
-        rows = benchmark_rows(Path(tmp))
-        workflow = workflow_run(Path(tmp)) if args.workflow else None
     args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rankbias-bench-") as tmp:
+        rows = benchmark_rows(Path(tmp), args.repeats)
+        workflow = workflow_run(Path(tmp)) if args.workflow else None
+        if workflow:  # config/paper.yaml's cost, projected from the audit just timed
+            runs = Path(tmp) / "audit" / "results" / "runs"
+            command = [sys.executable, str(ROOT / "benchmarks" / "paper_cost.py")]
+            projection = subprocess.run(
+                [*command, "--measured", str(runs)], capture_output=True, text=True, check=True
+            )
+            (args.out / "paper_cost.md").write_text(projection.stdout)
     pd.DataFrame(rows).to_csv(args.out / "throughput.csv", index=False)
     if workflow:
         (args.out / "workflow.json").write_text(json.dumps(workflow, indent=2) + "\n")

@@ -191,6 +191,28 @@ def test_diverging_member_is_frozen_and_the_others_go_on():
     assert not last[last["member"] < 2]["diverged"].any()
 
 
+@pytest.mark.parametrize(
+    "loss,depth,batch_norm", [("mse", 2, False), ("mse", 4, True), ("ce", 3, False)]
+)
+def test_a_frozen_member_does_not_move(loss, depth, batch_norm):
+    """After the epoch it diverged in, two more epochs leave every one of its arrays as it was,
+    non-finite entries included (its activations may overflow; its steps must stay zero)."""
+    arrays = toy_arrays(loss)
+    members = [MEMBERS[0], {"lr": 1e6, "weight_decay": 0.01, "seed": 5}]
+    short, long = (
+        train_ensemble(
+            spec_for(members, loss, depth=depth, epochs=epochs, batch_norm=batch_norm),
+            arrays,
+            log=lambda _: None,
+        )
+        for epochs in (1, 3)
+    )
+    assert list(short.diverged_epoch) == [-1, 1] and list(long.diverged_epoch) == [-1, 1]
+    for name in short.final:
+        np.testing.assert_array_equal(short.final[name][1], long.final[name][1], err_msg=name)
+    assert not np.allclose(short.final["W1"][0], long.final["W1"][0])
+
+
 def test_training_is_deterministic_in_float32():
     arrays = toy_arrays("ce")
     spec = spec_for(MEMBERS, "ce", dtype="float32")

@@ -33,6 +33,15 @@ class Arch:
         dims = [self.in_dim] + [self.width] * (self.depth - 1) + [self.out_dim]
         return [(dims[i + 1], dims[i]) for i in range(self.depth)]
 
+    def step_flops(self, batch: int) -> int:
+        """GEMM FLOPs of one SGD step of one model: 2·B·W each for the forward pass and the
+        weight gradients, and 2·B·W_l for the input gradient of every layer but the first (the
+        data need none, and neither our trainer nor autograd computes it). This is the work the
+        step cannot avoid; the common 6·B·W overstates it by up to 1.5× when layer 1 holds most
+        weights. Biases, ReLU and batch norm, O(B·width), are left out."""
+        sizes = [fan_out * fan_in for fan_out, fan_in in self.layer_shapes()]
+        return 2 * batch * (2 * sum(sizes) + sum(sizes[1:]))
+
     def has_bias(self, layer: int) -> bool:
         return (layer < self.depth and not self.batch_norm) or (
             layer == self.depth and self.output_bias
@@ -93,9 +102,11 @@ def forward(
 ) -> torch.Tensor:
     """Outputs [M, N, out] for inputs [M, N, in] (own batch per member) or [N, in] (shared).
 
-    With `cache`, appends (layer input, pre-activation, batch-norm state or None) per layer for a
-    manual backward pass. Batch norm uses the batch's statistics when `batch_stats` (training) and
-    the running ones otherwise (evaluation).
+    With `cache` (a training step), appends (layer input, batch-norm state or None) per layer for
+    the manual backward pass; hidden layers' inputs are post-ReLU, so they are also the ReLU masks,
+    and are made finite in place (non-finite -> 0): only a member that is diverging can have
+    non-finite activations, and this keeps its zero step zero. Batch norm uses the batch's
+    statistics when `batch_stats` (training) and the running ones otherwise (evaluation).
     """
     hidden = x
     for layer in range(1, depth + 1):
@@ -107,11 +118,14 @@ def forward(
             pre = pre + bias.unsqueeze(1) if bias is not None else pre
         norm = None
         if layer < depth and f"bn_weight{layer}" in params:
-            norm = batch_norm(params, layer, pre, batch_stats)
+            pre, norm = batch_norm(params, layer, pre, batch_stats)
         if cache is not None:
-            cache.append((hidden, pre, norm))
-        activated = pre if norm is None else norm.output
-        hidden = pre if layer == depth else torch.relu(activated)
+            cache.append((hidden, norm))
+        if layer < depth:  # pre is a fresh tensor: ReLU in place
+            pre.relu_()
+            if cache is not None:
+                pre.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        hidden = pre
     return hidden
 
 
@@ -121,14 +135,14 @@ class NormState:
 
     normalised: torch.Tensor  # x_hat [M, N, H]
     inv_std: torch.Tensor  # [M, 1, H]
-    output: torch.Tensor  # scale * x_hat + shift, before the ReLU
     mean: torch.Tensor  # [M, H] batch mean (running mean in evaluation)
     var: torch.Tensor  # [M, H] biased batch variance
 
 
 def batch_norm(
     params: dict[str, torch.Tensor], layer: int, pre: torch.Tensor, batch_stats: bool
-) -> NormState:
+) -> tuple[torch.Tensor, NormState]:
+    """scale * x_hat + shift (before the ReLU), and the state for the backward pass."""
     if batch_stats:
         var, mean = torch.var_mean(pre, dim=1, correction=0)
     else:
@@ -136,15 +150,22 @@ def batch_norm(
     inv_std = torch.rsqrt(var + BN_EPS).unsqueeze(1)
     normalised = (pre - mean.unsqueeze(1)) * inv_std
     scale, shift = params[f"bn_weight{layer}"].unsqueeze(1), params[f"bn_bias{layer}"].unsqueeze(1)
-    return NormState(normalised, inv_std, torch.addcmul(shift, normalised, scale), mean, var)
+    output = torch.addcmul(shift, normalised, scale)
+    return output, NormState(normalised, inv_std, mean, var)
 
 
-def update_running_stats(params: dict[str, torch.Tensor], cache: list, batch: int) -> None:
-    """torch's rule: running <- (1 - momentum)·running + momentum·batch, unbiased variance."""
-    for layer, (_, _, norm) in enumerate(cache, start=1):
+def update_running_stats(
+    params: dict[str, torch.Tensor], cache: list, batch: int, alive: torch.Tensor
+) -> None:
+    """torch's rule: running <- (1 - momentum)·running + momentum·batch, unbiased variance; a
+    frozen (not `alive`) member keeps its running statistics."""
+    keep = ~alive.view(-1, 1)
+    for layer, (_, norm) in enumerate(cache, start=1):
         if norm is not None:
-            params[f"bn_mean{layer}"].lerp_(norm.mean, BN_MOMENTUM)
-            params[f"bn_var{layer}"].lerp_(norm.var * (batch / (batch - 1)), BN_MOMENTUM)
+            unbiased_var = norm.var * (batch / (batch - 1))
+            for kind, batch_value in (("mean", norm.mean), ("var", unbiased_var)):
+                running = params[f"bn_{kind}{layer}"]
+                running.copy_(torch.where(keep, running, running.lerp(batch_value, BN_MOMENTUM)))
 
 
 def backward(
@@ -153,7 +174,8 @@ def backward(
     delta: torch.Tensor,
     visit: Callable[[int, torch.Tensor, torch.Tensor, tuple | None], None],
 ) -> None:
-    """Backpropagate dLoss/d(output) `delta` [M, N, out] through the cached forward pass.
+    """Backpropagate `delta` [M, N, out], dLoss/d(output) or any per-member multiple of it (the
+    pass is linear in it), through the cached forward pass.
 
     Calls `visit(layer, delta_l, input_l, norm_grads_l)` from the last layer down, where delta_l =
     dLoss/d(pre-activation of layer l), so that the weight gradient is delta_l^T input_l and the
@@ -166,13 +188,13 @@ def backward(
         inputs = cache[layer - 1][0]
         below, below_grads = None, None
         if layer > 1:
-            _, pre, norm = cache[layer - 2]
             upstream = torch.bmm(delta, params[f"W{layer}"])
-            if norm is None:
-                below = upstream * (pre > 0)
-            else:
+            # ReLU's backward: the post-ReLU inputs are > 0 exactly where the unit is active
+            below = torch.ops.aten.threshold_backward(upstream, inputs, 0.0)
+            norm = cache[layer - 2][1]
+            if norm is not None:
                 below, below_grads = batch_norm_backward(
-                    upstream * (norm.output > 0), norm, params[f"bn_weight{layer - 1}"]
+                    below, norm, params[f"bn_weight{layer - 1}"]
                 )
         visit(layer, delta, inputs, norm_grads)
         delta, norm_grads = below, below_grads

@@ -67,19 +67,20 @@ def regularized_gradient_norms(
     """
     members, samples = x.shape[:2]
     batches = samples // batch_size
-    cache: list = []
-    outputs = forward(params, x, 2, cache)
+    volume_x = torch.bmm(x, params["W1"].mT)  # V x_i, the pre-activation less the bias
+    hidden = torch.relu(volume_x + params["b1"].unsqueeze(1) if "b1" in params else volume_x)
+    outputs = torch.bmm(hidden, params["W2"].mT)  # U relu(V x + b) (+ an output bias)
+    outputs = outputs + params["b2"].unsqueeze(1) if "b2" in params else outputs
     per_batch = (members * batches, batch_size)
     _, delta = losses_and_gradient(
         outputs.reshape(*per_batch, -1), y.reshape(*per_batch, *y.shape[2:]), loss
     )
-    inputs, pre, _ = cache[0]
-    d = torch.bmm(delta.reshape(members, samples, -1), params["W2"]) * (pre > 0)
+    upstream = torch.bmm(delta.reshape(members, samples, -1), params["W2"])
+    d = torch.ops.aten.threshold_backward(upstream, hidden, 0.0)
     d = d.reshape(members, batches, batch_size, -1)
-    inputs = inputs.reshape(members, batches, batch_size, -1)
+    inputs = x.reshape(members, batches, batch_size, -1)
     # Grams in the training precision, their sums in float64
     gradient_sq = (d @ d.mT * (inputs @ inputs.mT)).double().sum(dim=(2, 3))
-    volume_x = pre - params["b1"].unsqueeze(1) if "b1" in params else pre
     cross = (d * volume_x.reshape(d.shape)).double().sum(dim=(2, 3))
     wd = batch_wd.double()
     norm_sq = gradient_sq + 2 * wd * cross + wd.square() * volume_sq.unsqueeze(1)

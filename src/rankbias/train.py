@@ -66,36 +66,33 @@ def resolve_device(name: str = "auto") -> torch.device:
 def sgd_step(
     params: dict[str, torch.Tensor],
     cache: list,
-    delta: torch.Tensor,
-    lr: torch.Tensor,
+    step: torch.Tensor,
     weight_shrink: torch.Tensor,
     bias_shrink: torch.Tensor,
     first_shrink: torch.Tensor | None = None,
 ) -> None:
     """W <- (1 - lr*wd) W - lr * grad, layer by layer from the output, backprop by hand.
 
-    `delta` is dLoss/d(output) with zeros for frozen members, `lr` is 0 for them and the shrink
-    factors 1, so frozen members do not move. Hidden layers' inputs go through nan_to_num so that an
-    overflowed activation of a frozen member cannot turn its 0-step into NaN. `first_shrink`, when
-    given, replaces `weight_shrink` for W1 = V (a data-dependent weight decay, Paper A's g(x, y)).
+    `step` is lr * dLoss/d(output), zero for frozen members (whose shrink factors are 1, so they
+    do not move). Backpropagation is linear in it, so every layer's delta arrives already scaled
+    by its member's learning rate and no weight- or activation-sized product is spent on it.
+    `first_shrink`, when given, replaces `weight_shrink` for W1 = V (a data-dependent weight
+    decay, Paper A's g(x, y)).
     """
 
     def update(
-        layer: int, delta_layer: torch.Tensor, inputs: torch.Tensor, norm_grads: tuple | None
+        layer: int, step_layer: torch.Tensor, inputs: torch.Tensor, norm_steps: tuple | None
     ) -> None:
-        step = delta_layer * lr.view(-1, 1, 1)
         weight, bias = params[f"W{layer}"], params.get(f"b{layer}")
         shrink = weight_shrink if layer > 1 or first_shrink is None else first_shrink
-        if layer > 1:  # the data (layer 1's input) are finite: checked once before training
-            inputs = torch.nan_to_num(inputs, nan=0.0, posinf=0.0, neginf=0.0)
-        weight.mul_(shrink.view(-1, 1, 1)).baddbmm_(step.mT, inputs, alpha=-1)
+        weight.mul_(shrink.view(-1, 1, 1)).baddbmm_(step_layer.mT, inputs, alpha=-1)
         if bias is not None:
-            bias.mul_(bias_shrink.view(-1, 1)).sub_(step.sum(dim=1))
-        if norm_grads is not None:  # batch norm's scale and shift decay like biases
-            for kind, grad in zip(NORM_PARAMS, norm_grads, strict=True):
-                params[f"{kind}{layer}"].mul_(bias_shrink.view(-1, 1)).sub_(lr.view(-1, 1) * grad)
+            bias.mul_(bias_shrink.view(-1, 1)).sub_(step_layer.sum(dim=1))
+        if norm_steps is not None:  # batch norm's scale and shift decay like biases
+            for kind, norm_step in zip(NORM_PARAMS, norm_steps, strict=True):
+                params[f"{kind}{layer}"].mul_(bias_shrink.view(-1, 1)).sub_(norm_step)
 
-    backward(params, cache, delta, update)
+    backward(params, cache, step, update)
 
 
 @torch.no_grad()
@@ -352,14 +349,13 @@ def train_ensemble(
             sgd_step(
                 params,
                 cache,
-                torch.where(alive.view(-1, 1, 1), delta, 0.0),
-                live_lr,
+                torch.where(alive.view(-1, 1, 1), delta, 0.0) * live_lr.view(-1, 1, 1),
                 1 - live_lr * wd,
                 1 - live_lr * bias_wd,
                 v_shrink,
             )
             if arch.batch_norm:
-                update_running_stats(params, cache, index.shape[1])
+                update_running_stats(params, cache, index.shape[1], alive)
             position += batch_size
             if checkpointer and checkpointer.due():
                 saving_started = time.perf_counter()
