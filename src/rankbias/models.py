@@ -189,8 +189,10 @@ def backward(
         below, below_grads = None, None
         if layer > 1:
             upstream = torch.bmm(delta, params[f"W{layer}"])
-            # ReLU's backward: the post-ReLU inputs are > 0 exactly where the unit is active
-            below = torch.ops.aten.threshold_backward(upstream, inputs, 0.0)
+            # ReLU's backward, in place: the post-ReLU inputs are > 0 where the unit is active
+            below = torch.ops.aten.threshold_backward.grad_input(
+                upstream, inputs, 0.0, grad_input=upstream
+            )
             norm = cache[layer - 2][1]
             if norm is not None:
                 below, below_grads = batch_norm_backward(
