@@ -115,7 +115,8 @@ def spec_of(name: str, regime: dict) -> dict:
 
 
 def arch_of(arrays: dict, regime: dict) -> Arch:
-    n_out = int(arrays["y_train"].max()) + 1 if regime["loss"] == "ce" else 1
+    y_train = arrays["y_train"]
+    n_out = int(y_train.max()) + 1 if regime["loss"] == "ce" else y_train.shape[1]
     return Arch(arrays["x_train"].shape[1], regime["width"], regime["depth"], n_out)
 
 
@@ -148,19 +149,15 @@ def run_reference(arrays: dict, name: str, regime: dict) -> dict:
         y = torch.as_tensor(arrays["y_train"], dtype=torch.long)
     else:
         y = torch.as_tensor(arrays["y_train"], dtype=torch.float32)
-    n_out = int(y.max()) + 1 if regime["loss"] == "ce" else y.shape[1]
-    dims = [x.shape[1]] + [regime["width"]] * (regime["depth"] - 1) + [n_out]
+    shapes = arch_of(arrays, regime).layer_shapes()
     chosen = members(regime)[: regime["reference_members"]]
     steps = 0
     started = time.perf_counter()
     for member in chosen:
         torch.manual_seed(member["seed"])
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(dims, dims[1:], strict=False):
-            layers += [
-                nn.Linear(fan_in, fan_out, bias=len(layers) < 2 * (len(dims) - 2)),
-                nn.ReLU(),
-            ]
+        for layer, (fan_out, fan_in) in enumerate(shapes, start=1):  # biases as in Arch
+            layers += [nn.Linear(fan_in, fan_out, bias=layer < len(shapes)), nn.ReLU()]
         model = nn.Sequential(*layers[:-1])
         optimiser = torch.optim.SGD(
             model.parameters(), lr=member["lr"], momentum=0, weight_decay=member["weight_decay"]

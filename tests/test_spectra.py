@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from rankbias.registry import SPECTRUM_METRICS
 from rankbias.spectra import rank_metrics, singular_values
 
 
@@ -17,6 +18,7 @@ def test_rank_two_matrix_has_zero_rank_two_residual():
     assert metrics["residual_2"] < 1e-12
     assert metrics["residual_1"] > 0.05
     assert metrics["rank_galanti"] == 2 and metrics["rank_rel"] == 2
+    assert tuple(metrics) == SPECTRUM_METRICS  # the registry's vocabulary is what we compute
 
 
 def test_identity_metrics():

@@ -37,6 +37,15 @@ PAPER_A_COLUMNS = (
     "units_linear",
     "units_zero_input",
 )
+# Model-level generalization bounds and the margin they use (rankbias.bounds).
+BOUND_COLUMNS = (
+    "bound_paramcount_full",
+    "bound_paramcount_rank2",
+    "bound_paramcount_rankr",
+    "bound_grs",
+    "margin_gamma",
+    "bound_spectral",
+)
 # Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
 METRICS = (
     "train_loss",
@@ -47,12 +56,7 @@ METRICS = (
     *SPECTRUM_METRICS,
     *(f"{name}_{eps}" for eps in GALANTI_EPS for name in ("galanti_bound", "sv_above", "rank_eps")),
     *PAPER_A_COLUMNS,
-    "bound_paramcount_full",
-    "bound_paramcount_rank2",
-    "bound_paramcount_rankr",
-    "bound_grs",
-    "margin_gamma",
-    "bound_spectral",
+    *BOUND_COLUMNS,
     "norm_ratio",
 )
 # Logged per epoch as well (results/tables/<experiment>_history.csv): what `from_init` can compare.

@@ -24,7 +24,7 @@ from rankbias.figures import SETTING_AXES, add_setting, hidden_layers
 from rankbias.generalization import matched_weight_decay, tau_table
 from rankbias.paper_b import rank_correlations
 from rankbias.plan import DEFAULT_FIGURES, format_number
-from rankbias.registry import PAPER_A_COLUMNS
+from rankbias.registry import BOUND_COLUMNS, PAPER_A_COLUMNS
 from rankbias.storage import read_json, write_text
 
 RANK_COLUMNS = (
@@ -121,15 +121,7 @@ PAPER_B_COLUMNS = (
     "norm_ratio",
     "test_acc",
 )
-GENERALIZATION_COLUMNS = (
-    "gap",
-    "bound_paramcount_full",
-    "bound_paramcount_rank2",
-    "bound_paramcount_rankr",
-    "bound_grs",
-    "margin_gamma",
-    "bound_spectral",
-)
+GENERALIZATION_COLUMNS = ("gap", *BOUND_COLUMNS)
 GENERALIZATION_NOTE = (
     "Model-level numbers (formulas with constants in the methods section). The paramcount terms "
     "have unknown constants: compare their ratios and how they order the gap, not their size. "

@@ -8,17 +8,6 @@ from __future__ import annotations
 
 import torch
 
-METRICS = (
-    "fro_norm",
-    "spectral_norm",
-    "rank_galanti",
-    "rank_rel",
-    "stable_rank",
-    "effective_rank",
-    "residual_1",
-    "residual_2",
-)
-
 
 def rank_tolerances(metrics_config: dict) -> dict[str, float]:
     """The tolerances of `rank_galanti` and `rank_rel` from the config's `metrics` block."""
