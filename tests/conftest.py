@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,43 @@ def tiny_run(tmp_path_factory, mirror) -> Path:
     workdir = project(tmp_path_factory.mktemp("tiny"), TINY)
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 300) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def training_processes(workdir: Path) -> list[int]:
+    """PIDs of `python -m rankbias train` jobs running in `workdir` (here or as SLURM jobs)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            is_training = b"rankbias" in command and b"train" in command
+            if is_training and Path(os.readlink(proc / "cwd")) == workdir:
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def pause_training_with_a_checkpoint(workdir: Path, checkpoint: Path) -> int:
+    """SIGSTOP the training job of `workdir` once it has written `checkpoint` (relative to
+    `workdir`); its PID. Stopped, it can neither finish nor clear the checkpoint, so whatever
+    the test does next lands mid-job, however fast the machine."""
+    wait_for(
+        lambda: (workdir / checkpoint).is_file() and training_processes(workdir),
+        f"a running training job with {checkpoint}",
+    )
+    (pid,) = training_processes(workdir)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        raise AssertionError(f"training job {pid} ended before it could be paused") from None
+    assert (workdir / checkpoint).is_file(), f"training job {pid} finished before the pause"
+    return pid

@@ -13,7 +13,7 @@ import random
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ import pytest
 from test_train import MEMBERS, spec_for, toy_arrays
 
 from rankbias import checkpoint, data
-from rankbias.checkpoint import CHECKPOINT, Checkpointer, Preempted, spec_digest
+from rankbias.checkpoint import CHECKPOINT, Checkpointer, spec_digest
+from rankbias.stop_signals import Preempted
 from rankbias.storage import read_json
 from rankbias.train import train_ensemble
 
@@ -173,13 +174,58 @@ def assert_same_outputs(out: Path, reference: dict) -> None:
 KILLS = 8
 
 
-def start_training(command: list[str]) -> subprocess.Popen:
-    """Start a training process and return once it has begun training (imports take seconds)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
-        if line.split("] ", 1)[-1].startswith(("training ", "resumed from")):
-            break
-    return process
+READY_S = 120  # start-up (imports, data) may be slow on a loaded machine; never a fixed sleep
+
+
+class TrainingProcess:
+    """`python -m rankbias train` in the background, its output read line by line as it comes,
+    so a test acts on what the process says it is doing, never after a fixed sleep."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
+        with self._new_line:
+            self.lines.append("")  # end of output
+            self._new_line.notify_all()
+
+    def wait_for_line(self, *prefixes: str, timeout: float = READY_S) -> str:
+        """The first line (timestamp stripped) that starts with one of `prefixes`."""
+
+        def found() -> str | None:
+            for line in self.lines:
+                if line.split("] ", 1)[-1].startswith(prefixes):
+                    return line
+            return "" if self.lines and self.lines[-1] == "" else None
+
+        with self._new_line:
+            line = self._new_line.wait_for(found, timeout=timeout)
+        if not line:
+            self.process.kill()
+            raise AssertionError(
+                f"no line starting with {prefixes} within {timeout:g} s "
+                f"(exit code {self.process.poll()}); output so far:\n{''.join(self.lines)}"
+            )
+        return line
+
+    def finish(self, timeout: float | None = None) -> str:
+        """Wait for the exit (subprocess.TimeoutExpired after `timeout`); the whole output."""
+        self.process.wait(timeout=timeout)
+        self._reader.join()
+        return "".join(self.lines)
+
+
+TRAINING_STARTED = ("training ", "resumed from")  # train_ensemble's first line after set-up
 
 
 def test_sigkill_at_random_points_then_restart_is_bit_identical(tmp_path, teacher_data):
@@ -195,16 +241,17 @@ def test_sigkill_at_random_points_then_restart_is_bit_identical(tmp_path, teache
     for trial in range(KILLS):
         out, checkpoints = tmp_path / f"trial{trial}", tmp_path / f"checkpoints{trial}"
         while True:
-            process = start_training(train_command(PROCESS_SPEC, teacher_data, out, checkpoints))
+            job = TrainingProcess(train_command(PROCESS_SPEC, teacher_data, out, checkpoints))
+            job.wait_for_line(*TRAINING_STARTED)
             delay = rng.uniform(0, training_s) if len(kills) < KILLS else None
             try:
-                log = process.communicate(timeout=delay)[0]
+                log = job.finish(timeout=delay)
             except subprocess.TimeoutExpired:
-                process.kill()  # SIGKILL: no handler runs, nothing is flushed
-                process.communicate()
+                job.process.kill()  # SIGKILL: no handler runs, nothing is flushed
+                job.finish()
                 kills.append(round(delay, 2))
                 continue
-            assert process.returncode == 0, log
+            assert job.process.returncode == 0, log
             break
         assert_same_outputs(out, reference)
         resumed_after_kill += len(read_json(out / "result.json")["resumed_at"])
@@ -224,16 +271,31 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path, teacher_data):
     out, checkpoints = tmp_path / "stopped", tmp_path / "checkpoints"
     command = train_command(PROCESS_SPEC, teacher_data, out, checkpoints)
     command[command.index("--checkpoint-seconds") + 1] = "1000"  # only the signal saves
-    process = start_training(command)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    log = process.communicate()[0]
-    assert process.returncode == 128 + signal.SIGTERM, log
-    assert "stopped by signal" in log and (checkpoints / CHECKPOINT).is_file()
+    job = TrainingProcess(command)
+    job.wait_for_line(*TRAINING_STARTED)
+    job.process.send_signal(signal.SIGTERM)  # 1,800 steps are still to come
+    log = job.finish(timeout=READY_S)
+    assert job.process.returncode == 128 + signal.SIGTERM, log
+    assert "after saving a checkpoint at epoch" in log and (checkpoints / CHECKPOINT).is_file()
     assert not (out / "final.npz").exists()
     finished = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "resumed from" in finished.stdout
     assert_same_outputs(out, read_outputs(reference_out))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_before_training_exits_with_nothing_trained(tmp_path, teacher_data, stop):
+    """The handlers come first: a signal during the imports and the data load (seconds of
+    start-up) ends the job with 128 + signal and says that nothing was trained."""
+    out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
+    job = TrainingProcess(train_command(PROCESS_SPEC, teacher_data, out, checkpoints))
+    job.wait_for_line("rankbias train (pid")  # the very first line: torch is not imported yet
+    job.process.send_signal(stop)
+    log = job.finish(timeout=READY_S)
+    assert job.process.returncode == 128 + stop, log
+    assert f"stopped by signal {stop} before training started: nothing was trained yet" in log
+    assert "training 4 members" not in log
+    assert not checkpoints.exists() and not out.exists()
 
 
 def test_a_checkpoint_of_other_code_is_not_resumed(monkeypatch):

@@ -13,20 +13,27 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIN, ROOT, project, snakemake
+from conftest import (
+    BIN,
+    ROOT,
+    pause_training_with_a_checkpoint,
+    project,
+    snakemake,
+    training_processes,
+    wait_for,
+)
 
 from rankbias import storage
 
 FAULTS = ROOT / "tests" / "configs" / "faults.yaml"
 TARGET = "results/claims.json"
 GROUP = "faults/teacher_rank2_L2_H32_B4_j0"
+CHECKPOINT = Path("results/checkpoints") / GROUP / "checkpoint.pt"
 VOLATILE = {
     "wall_time_s",
     "steps_time_s",
@@ -50,32 +57,6 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def checkpoint_written(workdir: Path) -> bool:
-    return (workdir / "results" / "checkpoints" / GROUP / "checkpoint.pt").is_file()
-
-
-def training_processes(workdir: Path) -> list[int]:
-    """PIDs of `python -m rankbias train` jobs running in `workdir`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            command = (proc / "cmdline").read_bytes().split(b"\0")
-            is_training = b"rankbias" in command and b"train" in command
-            if is_training and Path(os.readlink(proc / "cwd")) == workdir:
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
 
 
 def numbers(workdir: Path) -> dict[str, object]:
@@ -143,18 +124,20 @@ def test_killed_job_is_retried_from_its_checkpoint_while_a_second_run_is_locked_
     monkeypatch.setenv("RANKBIAS_CHECKPOINT_SECONDS", "0")  # save at every step
     workdir = project(tmp_path, FAULTS)
     main = start_snakemake(workdir, "--cores", "2", "--retries", "1", TARGET)
-    wait_for(lambda: checkpoint_written(workdir), "the first checkpoint")
-    (pid,) = training_processes(workdir)
+    pid = pause_training_with_a_checkpoint(workdir, CHECKPOINT)
+    os.kill(main.pid, signal.SIGSTOP)  # Snakemake holds its lock and cannot release it
     os.kill(pid, signal.SIGKILL)
-    # the retry, measurement and verdicts still to come keep the first run's lock for a while
-    second = snakemake(workdir, "--cores", "1", TARGET, check=False)
+    try:
+        second = snakemake(workdir, "--cores", "1", TARGET, check=False)
+    finally:
+        os.kill(main.pid, signal.SIGCONT)  # it sees the killed job and retries it
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
     output = main.communicate(timeout=600)[0]
     assert main.returncode == 0, output
     log = (workdir / "logs" / "train" / f"{GROUP}.log").read_text()
     assert "resumed from" in log, log
-    assert not (workdir / "results" / "checkpoints" / GROUP).exists()
+    assert not (workdir / CHECKPOINT).parent.exists()
     assert_same_numbers(workdir, reference)
 
 
@@ -164,7 +147,7 @@ def test_killed_workflow_resumes_after_unlock_with_rerun_incomplete(
     monkeypatch.setenv("RANKBIAS_CHECKPOINT_SECONDS", "0")
     workdir = project(tmp_path, FAULTS)
     main = start_snakemake(workdir, "--cores", "2", TARGET)
-    wait_for(lambda: checkpoint_written(workdir), "the first checkpoint")
+    pause_training_with_a_checkpoint(workdir, CHECKPOINT)
     os.killpg(main.pid, signal.SIGKILL)  # Snakemake and its jobs at once, as a lost node
     main.communicate()
     wait_for(lambda: not training_processes(workdir), "the killed job to go")

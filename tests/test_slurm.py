@@ -14,19 +14,27 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, ROOT, TINY, project, snakemake
+from conftest import (
+    BIN,
+    ROOT,
+    TINY,
+    pause_training_with_a_checkpoint,
+    project,
+    snakemake,
+    wait_for,
+)
 
 from rankbias import plan
 
 SCRIPT = ROOT.parent / "shared" / "tools" / "slurm-single-node.sh"
 FAULTS = ROOT / "tests" / "configs" / "faults.yaml"
 GROUP = "faults/teacher_rank2_L2_H32_B4_j0"
+CHECKPOINT = Path("results/checkpoints") / GROUP / "checkpoint.pt"
 TIMEOUT_S = 900
 
 pytestmark = pytest.mark.workflow
@@ -149,21 +157,16 @@ def test_a_requeued_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_
 
     workdir = project(tmp_path / "slurm", FAULTS)
     process = start_slurm_run(workdir, target)
-    checkpoint = workdir / "results" / "checkpoints" / GROUP / "checkpoint.pt"
-    deadline = time.monotonic() + 300
-    while not checkpoint.is_file():
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.1)
+    # the job's training process runs on this node: paused mid-training, it cannot finish before
+    # the requeue lands, however fast the machine
+    pause_training_with_a_checkpoint(workdir, CHECKPOINT)
     running = subprocess.run(
         ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True
     ).stdout.split("\n")
     (job_id,) = [line.split()[0] for line in running if "rule_train_" in line]
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # as a preemption does
     # back in the queue, a requeued job waits out a hold-off; let it go at once (a short test)
-    deadline = time.monotonic() + 120
-    while job_state(job_id) != "PENDING":
-        assert time.monotonic() < deadline, f"job {job_id} is {job_state(job_id)}, not requeued"
-        time.sleep(0.2)
+    wait_for(lambda: job_state(job_id) == "PENDING", f"job {job_id} to be requeued", 120)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     log = process.communicate()[0]
     assert process.returncode == 0, log[-5000:]

@@ -11,31 +11,23 @@ resumes a stale run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rankbias import stop_signals
+from rankbias.stop_signals import Preempted
 from rankbias.storage import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 SECONDS_ENV = "RANKBIAS_CHECKPOINT_SECONDS"
 DEFAULT_SECONDS = 60.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM's preemption / `--signal` warnings
-
-
-class Preempted(RuntimeError):
-    """Training stopped on a signal (or a test's request) after saving its checkpoint."""
-
-    def __init__(self, signum: int, where: str) -> None:
-        self.signum = signum
-        super().__init__(f"stopped by signal {signum} after saving a checkpoint at {where}")
 
 
 def code_digest() -> str:
@@ -68,7 +60,8 @@ def default_seconds() -> float:
 
 
 class Checkpointer:
-    """Saves a job's training state every `every_s` seconds and when a stop signal arrives.
+    """Saves a job's training state every `every_s` seconds and when a stop signal arrives
+    (recorded by rankbias.stop_signals, whose handlers the training command installs first).
 
     `stop_after` (tests) makes the n-th save behave like a received SIGTERM, so a test can stop
     training at any step without a subprocess.
@@ -86,12 +79,15 @@ class Checkpointer:
         self.stop_after = stop_after
         self.log = log
         self.saves = 0
-        self.signum: int | None = None
+        self.requested: int | None = None  # a test's stop (stop_after)
         self._last = time.monotonic()
+
+    def stop_signal(self) -> int | None:
+        return self.requested if self.requested is not None else stop_signals.received()
 
     def due(self) -> bool:
         """Host-only test (no device sync): is it time to save?"""
-        return self.signum is not None or time.monotonic() - self._last >= self.every_s
+        return self.stop_signal() is not None or time.monotonic() - self._last >= self.every_s
 
     def save(self, state: dict[str, Any], spec: dict, where: str) -> None:
         """Write `state` atomically; raise Preempted when a stop was requested."""
@@ -102,9 +98,9 @@ class Checkpointer:
         self._last = time.monotonic()
         self.saves += 1
         if self.stop_after is not None and self.saves >= self.stop_after:
-            self.signum = signal.SIGTERM
-        if self.signum is not None:
-            raise Preempted(self.signum, where)
+            self.requested = signal.SIGTERM
+        if (signum := self.stop_signal()) is not None:
+            raise Preempted(signum, f"after saving a checkpoint at {where}")
 
     def load(self, spec: dict) -> dict[str, Any] | None:
         """The saved state if it exists, reads and belongs to this spec; else None (logged)."""
@@ -125,17 +121,3 @@ class Checkpointer:
     def clear(self) -> None:
         """Remove the checkpoint once the job's outputs are written."""
         shutil.rmtree(self.path.parent, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def on_signals(self, signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
-        """Turn stop signals into a save at the next step boundary, then Preempted."""
-
-        def request(signum: int, _frame: Any) -> None:
-            self.signum = signum
-
-        previous = {signum: signal.signal(signum, request) for signum in signals}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import sys
@@ -13,14 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankbias import data
-from rankbias.checkpoint import (
-    DEFAULT_SECONDS,
-    SECONDS_ENV,
-    Checkpointer,
-    Preempted,
-    default_seconds,
-)
+from rankbias import data, stop_signals
+from rankbias.checkpoint import DEFAULT_SECONDS, SECONDS_ENV, Checkpointer, default_seconds
 from rankbias.devices import job_device
 from rankbias.plan import FIGURE_KINDS
 from rankbias.storage import read_json, write_csv, write_json, write_npz
@@ -48,6 +41,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Train one ensemble. A stop signal (caught since the process began, rankbias.stop_signals)
+    ends the job with 128 + signal: before training, with nothing trained; during it, after a
+    checkpoint is saved (without a checkpoint directory, nothing is kept)."""
+    stop_signals.catch()  # again, for callers of main() that skipped `python -m rankbias`
     import torch
 
     from rankbias.train import train_ensemble
@@ -62,11 +59,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         every_s = default_seconds() if args.checkpoint_seconds is None else args.checkpoint_seconds
         checkpointer = Checkpointer(args.checkpoint_dir, every_s, log=_log)
     try:
-        with checkpointer.on_signals() if checkpointer else contextlib.nullcontext():
-            result = train_ensemble(spec, arrays, log=_log, checkpointer=checkpointer)
-    except Preempted as stop:
-        _log(f"{stop}; rerun the job to resume")
-        sys.exit(128 + stop.signum)
+        stop_signals.stop_if_received("before training started: nothing was trained yet")
+        result = train_ensemble(spec, arrays, log=_log, checkpointer=checkpointer)
+    except stop_signals.Preempted as stop:
+        _log(f"{stop}; rerun the job to resume" if checkpointer else f"{stop}; nothing was kept")
+        sys.exit(stop.exit_code)
     out = Path(args.out_dir)
     history = result.history
     for key in ("experiment", "group", "dataset", "loss", "depth", "width", "batch_size"):
