@@ -150,3 +150,41 @@ def test_eps_batch_equals_the_batch_by_batch_definition():
     norms = torch.stack(norms, dim=1)
     assert torch.allclose(got["eps_batch_max"], norms.amax(dim=1), rtol=1e-10)
     assert torch.allclose(got["eps_batch_mean"], norms.mean(dim=1), rtol=1e-10)
+
+
+def near_stationary_targets(params, x, wd, distance, generator) -> torch.Tensor:
+    """Targets y for which V = W1 is within `distance`·wd·||V|| of a stationary point of the
+    regularized full-batch squared loss: the data gradient G = Σ_i r_i (U ⊙ mask_i)ᵀ x_i / N is
+    linear in the residuals r = f(x) − y, so r is solved for G = −wd·V (least squares, N ≥ m·n
+    unknowns) and perturbed."""
+    params64 = {name: value.double() for name, value in params.items()}
+    x64 = x.double()
+    outputs = forward(params64, x64, 2)  # [M, N, 1]
+    active = (x64 @ params64["W1"].mT + params64["b1"].unsqueeze(1) > 0).double()  # [M, N, m]
+    targets = []
+    for member in range(len(wd)):
+        per_sample = active[member] * params64["W2"][member, 0]  # [N, m]
+        design = (per_sample.unsqueeze(2) * x64.unsqueeze(1)).flatten(1).T / len(x)  # [m·n, N]
+        goal = -float(wd[member]) * params64["W1"][member].flatten()
+        residual = torch.linalg.lstsq(design, goal.unsqueeze(1)).solution[:, 0]
+        nudge = torch.randn(len(x), dtype=DOUBLE, generator=generator)
+        nudge *= distance * goal.norm() / (design @ nudge).norm()
+        targets.append(outputs[member, :, 0] - residual - nudge)
+    return torch.stack(targets)
+
+
+def test_eps_batch_at_full_batch_equals_eps_full_near_stationarity():
+    """B = N: every "mini-batch" is the whole training set, so eps_batch_max = eps_full to 1e-6,
+    also near a stationary point, where G and wd·V cancel to 1e-4 of their size (a float32
+    expansion ||G||² + 2wd<G,V> + wd²||V||² keeps no digit of that)."""
+    generator = torch.Generator().manual_seed(11)
+    params = init_params(Arch(8, 6, 2, 1), [0], torch.float32, torch.device("cpu"))
+    n_train = 300
+    x = torch.randn(n_train, 8, generator=generator)
+    wd = torch.tensor([0.05], dtype=torch.float32)
+    y = near_stationary_targets(params, x, wd, 1e-4, generator)[0].unsqueeze(1).float()
+    got = eps_batch(params, x, y, 2, "mse", n_train, wd, [0], 2)
+    ratio = got["eps_full"] / (wd.double() * params["W1"].double().flatten(1).norm(dim=1))
+    assert (ratio < 1e-3).all(), ratio
+    torch.testing.assert_close(got["eps_batch_max"], got["eps_full"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(got["eps_batch_mean"], got["eps_full"], rtol=1e-6, atol=0)

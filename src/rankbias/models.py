@@ -99,6 +99,7 @@ def forward(
     depth: int,
     cache: list | None = None,
     batch_stats: bool = False,
+    weight_scales: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Outputs [M, N, out] for inputs [M, N, in] (own batch per member) or [N, in] (shared).
 
@@ -107,11 +108,18 @@ def forward(
     and are made finite in place (non-finite -> 0): only a member that is diverging can have
     non-finite activations, and this keeps its zero step zero. Batch norm uses the batch's
     statistics when `batch_stats` (training) and the running ones otherwise (evaluation).
+    With `weight_scales` {"W{l}": [M]} (training), layer l's weight is scale·W{l}: the scale is
+    applied to the layer's output, an activation-sized product instead of a weight-sized one.
     """
     hidden = x
     for layer in range(1, depth + 1):
         weight, bias = params[f"W{layer}"], params.get(f"b{layer}")
-        if bias is not None and hidden.dim() == 3:
+        scale = None if weight_scales is None else weight_scales[f"W{layer}"].view(-1, 1, 1)
+        if scale is not None and bias is not None:  # (x W~^T + b/scale)·scale
+            pre = torch.baddbmm(bias.unsqueeze(1) / scale, hidden, weight.mT).mul_(scale)
+        elif scale is not None:
+            pre = torch.bmm(hidden, weight.mT).mul_(scale)
+        elif bias is not None and hidden.dim() == 3:
             pre = torch.baddbmm(bias.unsqueeze(1), hidden, weight.mT)
         else:
             pre = torch.matmul(hidden, weight.mT)
@@ -173,6 +181,7 @@ def backward(
     cache: list,
     delta: torch.Tensor,
     visit: Callable[[int, torch.Tensor, torch.Tensor, tuple | None], None],
+    weight_scales: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Backpropagate `delta` [M, N, out], dLoss/d(output) or any per-member multiple of it (the
     pass is linear in it), through the cached forward pass.
@@ -181,7 +190,7 @@ def backward(
     dLoss/d(pre-activation of layer l), so that the weight gradient is delta_l^T input_l and the
     bias gradient delta_l summed over samples; norm_grads_l is (d scale, d shift) of the layer's
     batch norm, or None. Everything a layer's `visit` may change in place (a fused SGD step) has
-    been used before it is called.
+    been used before it is called. `weight_scales` as in `forward`.
     """
     norm_grads = None
     for layer in range(len(cache), 0, -1):
@@ -189,6 +198,8 @@ def backward(
         below, below_grads = None, None
         if layer > 1:
             upstream = torch.bmm(delta, params[f"W{layer}"])
+            if weight_scales is not None:
+                upstream.mul_(weight_scales[f"W{layer}"].view(-1, 1, 1))
             # ReLU's backward, in place: the post-ReLU inputs are > 0 where the unit is active
             below = torch.ops.aten.threshold_backward.grad_input(
                 upstream, inputs, 0.0, grad_input=upstream

@@ -54,20 +54,24 @@ def regularized_gradient_norms(
     volume_sq: torch.Tensor,
 ) -> torch.Tensor:
     """||dL_S'/dV + wd_V(S')·V||_F [M, k] of a two-layer net for k consecutive batches S' of
-    `batch_size` samples in x [M, k·B, n] (targets y [M, k·B, ...]), without forming any m×n
-    gradient.
+    `batch_size` samples in x [M, k·B, n] (targets y [M, k·B, ...]), in float64.
 
-    With D = dL_S'/d(pre-activation) [B, m] of one batch, the data gradient is G = Dᵀ X, so
-    ||G||² = Σ_ij (d_i·d_j)(x_i·x_j) (two B×B Gram matrices) and ⟨G, V⟩ = Σ_i d_i·(V x_i), where
-    V x_i is the pre-activation less the bias. Batches do not interact (the weights are fixed),
-    so one forward pass serves k of them: eps_batch costs a few large matmuls an epoch instead of
-    a gradient GEMM and an m×n norm per batch. The Gram matrices are in the training precision,
-    the three terms are summed in float64. `batch_wd` [M, k] is each batch's weight decay,
-    `volume_sq` ||V||_F² per member.
+    Near a stationary point the data gradient G and the decay term wd·V nearly cancel, so the
+    norm is a small difference of large numbers: it is computed in float64 from float64
+    activations (float32 loses half the digits of ε at full batch). With D = dL_S'/d(pre-
+    activation) [B, m] of one batch, G = Dᵀ X. Small batches take the Gram route, never forming
+    an m×n gradient: ||G||² = Σ_ij (d_i·d_j)(x_i·x_j) (two B×B Gram matrices) and
+    ⟨G, V⟩ = Σ_i d_i·(V x_i); batches with B·(m + n) > m·n form G, which is then cheaper.
+    Batches do not interact (the weights are fixed), so one forward pass serves k of them.
+    `batch_wd` [M, k] is each batch's weight decay, `volume_sq` ||V||_F² per member.
     """
+    params = {name: value.double() for name, value in params.items()}
+    x = x.double()
+    y = y if y.dtype == torch.long else y.double()
     members, samples = x.shape[:2]
     batches = samples // batch_size
-    volume_x = torch.bmm(x, params["W1"].mT)  # V x_i, the pre-activation less the bias
+    volume = params["W1"]
+    volume_x = torch.bmm(x, volume.mT)  # V x_i, the pre-activation less the bias
     hidden = torch.relu(volume_x + params["b1"].unsqueeze(1) if "b1" in params else volume_x)
     outputs = torch.bmm(hidden, params["W2"].mT)  # U relu(V x + b) (+ an output bias)
     outputs = outputs + params["b2"].unsqueeze(1) if "b2" in params else outputs
@@ -79,10 +83,13 @@ def regularized_gradient_norms(
     d = torch.ops.aten.threshold_backward(upstream, hidden, 0.0)
     d = d.reshape(members, batches, batch_size, -1)
     inputs = x.reshape(members, batches, batch_size, -1)
-    # Grams in the training precision, their sums in float64
-    gradient_sq = (d @ d.mT * (inputs @ inputs.mT)).double().sum(dim=(2, 3))
-    cross = (d * volume_x.reshape(d.shape)).double().sum(dim=(2, 3))
     wd = batch_wd.double()
+    rows, cols = volume.shape[1:]
+    if batch_size * (rows + cols) > rows * cols:  # form G = Dᵀ X of every batch
+        gradient = d.mT @ inputs + wd.view(members, batches, 1, 1) * volume.unsqueeze(1)
+        return gradient.flatten(2).norm(dim=2)
+    gradient_sq = (d @ d.mT * (inputs @ inputs.mT)).sum(dim=(2, 3))
+    cross = (d * volume_x.reshape(d.shape)).sum(dim=(2, 3))
     norm_sq = gradient_sq + 2 * wd * cross + wd.square() * volume_sq.unsqueeze(1)
     return norm_sq.clamp_min(0).sqrt()
 
@@ -106,14 +113,19 @@ def eps_batch(
     The regularized gradient is dL_data/dV + wd_V(S')·V, with wd_V(S') = wd · mean of the
     data-dependent decay weights over the batch (1 for ordinary weight decay). Batches are those
     of `epochs` freshly shuffled epochs, evaluated EPS_SAMPLES samples at a time; the full-batch
-    gradient `chunk` samples at a time.
+    gradient `chunk` samples at a time. Everything in float64 (see regularized_gradient_norms):
+    at B = N the batch value equals the full-batch one to 1e-12.
     """
     if depth != 2:
         raise ValueError(f"eps_batch is Paper A's, for two-layer nets; got depth {depth}")
+    params = {name: value.double() for name, value in params.items()}
+    x_train = x_train.double()
+    y_train = y_train if y_train.dtype == torch.long else y_train.double()
+    weight_decay = weight_decay.double()
     members, n_train = params["W1"].shape[0], len(x_train)
     device = x_train.device
     volume = params["W1"]
-    volume_sq = volume.double().square().sum(dim=(1, 2))
+    volume_sq = volume.square().sum(dim=(1, 2))
     generators = [torch.Generator().manual_seed(s + EPS_SEED_OFFSET) for s in seeds]
     norms = []
     whole = n_train // batch_size * batch_size  # the last, smaller batch goes on its own
@@ -139,7 +151,7 @@ def eps_batch(
         part = slice(start, start + chunk)
         share = len(x_train[part]) / n_train
         full += share * first_layer_gradient(params, x_train[part], y_train[part], depth, loss)
-    full_norm = (full + weight_decay.view(-1, 1, 1) * volume).flatten(1).norm(dim=1).double()
+    full_norm = (full + weight_decay.view(-1, 1, 1) * volume).flatten(1).norm(dim=1)
     return {
         "eps_batch_max": norms.amax(dim=1).cpu(),
         "eps_batch_mean": norms.mean(dim=1).cpu(),

@@ -2,15 +2,19 @@
 
 Every member has its own initialisation and data order (both from its seed), its own learning rate
 and weight decay; all members share architecture and batch size and step together as stacked
-tensors. The update is exactly `torch.optim.SGD(lr, momentum=0, weight_decay=wd)`:
-W <- W - lr * (grad L_batch + wd * W), i.e. the penalty (wd/2)||W||_F^2 (science.md conventions).
-The backward pass is written out by hand (ReLU MLP, mse or ce), with the update fused into the
-gradient GEMM (`W.mul_(1 - lr*wd).baddbmm_(-lr*delta^T, a)`), so a step never materialises a
-gradient or a temporary of weight size. A member whose mini-batch loss becomes non-finite gets
-learning rate 0 from then on and is marked diverged; the others go on. There is no host
-synchronisation inside an epoch. With a `Checkpointer`, the whole state is saved at step
-boundaries (every so many seconds, and on SIGTERM/SIGUSR1) and a restarted job resumes from it
-bit-identically (rankbias.checkpoint).
+tensors. The update is `torch.optim.SGD(lr, momentum=0, weight_decay=wd)`'s,
+W <- W - lr * (grad L_batch + wd * W), i.e. the penalty (wd/2)||W||_F^2 (science.md conventions),
+with the decay applied exactly at every lr·wd: every tensor is a float64 scale per member times a
+stored tensor, and the factor (1 - lr·wd) goes to the scale (rankbias.decay; a float32 factor
+rounds to 1 at lr·wd < 3e-8). The backward pass is written out by hand (ReLU MLP, mse or ce), with
+the update fused into the gradient GEMM (`W~.baddbmm_(-(lr/scale)*delta^T, a)`), so a step never
+materialises a gradient or a temporary of weight size. A member whose mini-batch loss becomes
+non-finite gets learning rate 0 from then on and is marked diverged; the others go on. There is no
+host synchronisation inside an epoch. Every logged epoch records, per member and layer, the rank
+metrics of W and of its learned part W - s_t·W_0, the init factor s_t, the decay horizon and the
+movement from W_0. With a `Checkpointer`, the whole state is saved at step boundaries (every so
+many seconds, and on SIGTERM/SIGUSR1) and a restarted job resumes from it bit-identically
+(rankbias.checkpoint).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 
 from rankbias import paper_a
 from rankbias.checkpoint import Checkpointer
+from rankbias.decay import ExactDecay, fold_interval
 from rankbias.models import (
     NORM_PARAMS,
     Arch,
@@ -65,34 +70,43 @@ def resolve_device(name: str = "auto") -> torch.device:
 @torch.no_grad()
 def sgd_step(
     params: dict[str, torch.Tensor],
+    decay: ExactDecay,
+    forward_inputs: tuple[dict, dict],
     cache: list,
     step: torch.Tensor,
-    weight_shrink: torch.Tensor,
-    bias_shrink: torch.Tensor,
-    first_shrink: torch.Tensor | None = None,
+    weight_rate: torch.Tensor,
+    bias_rate: torch.Tensor,
+    first_rate: torch.Tensor | None = None,
 ) -> None:
     """W <- (1 - lr*wd) W - lr * grad, layer by layer from the output, backprop by hand.
 
-    `step` is lr * dLoss/d(output), zero for frozen members (whose shrink factors are 1, so they
-    do not move). Backpropagation is linear in it, so every layer's delta arrives already scaled
-    by its member's learning rate and no weight- or activation-sized product is spent on it.
-    `first_shrink`, when given, replaces `weight_shrink` for W1 = V (a data-dependent weight
-    decay, Paper A's g(x, y)).
+    `params` hold the stored tensors of `decay` (actual = scale·stored): the float64 scale takes
+    the decay, the stored tensor the gradient step divided by the new scale. `step` is
+    lr * dLoss/d(output), zero for frozen members (whose rates are 0, so they do not move).
+    Backpropagation is linear in it, so every layer's delta arrives already scaled by its
+    member's learning rate. The rates lr·wd are float64 [M]; `first_rate`, when given, replaces
+    `weight_rate` for W1 = V (a data-dependent weight decay, Paper A's g(x, y)).
+    `forward_inputs` are what the forward pass that filled `cache` took.
     """
+    decay.step(weight_rate, bias_rate, weight_rate if first_rate is None else first_rate)
 
     def update(
         layer: int, step_layer: torch.Tensor, inputs: torch.Tensor, norm_steps: tuple | None
     ) -> None:
-        weight, bias = params[f"W{layer}"], params.get(f"b{layer}")
-        shrink = weight_shrink if layer > 1 or first_shrink is None else first_shrink
-        weight.mul_(shrink.view(-1, 1, 1)).baddbmm_(step_layer.mT, inputs, alpha=-1)
-        if bias is not None:
-            bias.mul_(bias_shrink.view(-1, 1)).sub_(step_layer.sum(dim=1))
+        bias = f"b{layer}"
+        if bias in params:
+            bias_step = step_layer.sum(dim=1)
+            params[bias].sub_(bias_step.mul_(decay.inverse_scale(bias, bias_step)))
         if norm_steps is not None:  # batch norm's scale and shift decay like biases
             for kind, norm_step in zip(NORM_PARAMS, norm_steps, strict=True):
-                params[f"{kind}{layer}"].mul_(bias_shrink.view(-1, 1)).sub_(norm_step)
+                name = f"{kind}{layer}"
+                params[name].sub_(norm_step.mul_(decay.inverse_scale(name, norm_step)))
+        weight = f"W{layer}"
+        step_layer.mul_(decay.inverse_scale(weight, step_layer))  # used: backward's contract
+        params[weight].baddbmm_(step_layer.mT, inputs, alpha=-1)
 
-    backward(params, cache, step, update)
+    step_params, weight_scales = forward_inputs
+    backward(step_params, cache, step, update, weight_scales)
 
 
 @torch.no_grad()
@@ -119,18 +133,56 @@ def evaluate(
     return (loss_sum / len(x)).cpu(), accuracy.cpu()
 
 
+def learned_part(
+    weights: torch.Tensor, init_weights: torch.Tensor, init_factor: torch.Tensor
+) -> torch.Tensor:
+    """L = W_T − s_T·W_0 [M, out, in] in float64: what training added beyond the surviving
+    share s_T of the random initialisation (science.md, Controls)."""
+    factor = init_factor.to(device=weights.device, dtype=torch.float64).view(-1, 1, 1)
+    return weights.double() - factor * init_weights.to(weights.device).double()
+
+
+def control_columns(
+    weights: torch.Tensor,
+    init_weights: torch.Tensor,
+    init_factor: torch.Tensor,
+    horizon: torch.Tensor,
+    tolerances: dict,
+) -> dict[str, torch.Tensor]:
+    """Per member: `init_factor` s_T, `decay_horizon` h, `movement` ||W_T − W_0|| / ||W_0||, and
+    every rank metric of the learned part L (suffix `_learned`)."""
+    moved = (weights.double() - init_weights.to(weights.device).double()).flatten(1).norm(dim=1)
+    start = init_weights.double().flatten(1).norm(dim=1).to(moved.device)
+    learned = rank_metrics(
+        singular_values(learned_part(weights, init_weights, init_factor)), **tolerances
+    )
+    return {
+        "init_factor": init_factor.cpu(),
+        "decay_horizon": horizon.cpu(),
+        "movement": (moved / start).cpu(),
+        **{f"{name}_learned": value for name, value in learned.items()},
+    }
+
+
 def _history_rows(
     epoch: int,
     params: dict[str, torch.Tensor],
+    init_weights: dict[str, torch.Tensor],
+    decay: ExactDecay,
     depth: int,
     values: dict[str, torch.Tensor],
     first_layer: dict[str, torch.Tensor],
     tolerances: dict,
 ) -> list[dict]:
-    """One row per (member, layer): member-level `values`, V-only `first_layer`, rank metrics."""
+    """One row per (member, layer): member-level `values`, V-only `first_layer`, rank metrics of
+    W and of its learned part, the decay controls."""
     rows = []
     for layer in range(1, depth + 1):
-        metrics = rank_metrics(singular_values(params[f"W{layer}"]), **tolerances)
+        name = f"W{layer}"
+        metrics = rank_metrics(singular_values(params[name]), **tolerances)
+        metrics |= control_columns(
+            params[name], init_weights[name], *decay.controls(name), tolerances
+        )
         for member in range(params["W1"].shape[0]):
             row = {"epoch": epoch, "member_index": member, "layer": layer}
             row.update({name: value[member].item() for name, value in values.items()})
@@ -229,10 +281,12 @@ def train_ensemble(
     seeds = [m["seed"] for m in members]
     params = init_params(arch, seeds, dtype, device)
     init = {name: value.cpu().numpy().copy() for name, value in params.items()}
-    lr = torch.tensor([m["lr"] for m in members], dtype=dtype, device=device)
-    wd = torch.tensor([m["weight_decay"] for m in members], dtype=dtype, device=device)
+    init_weights = {name: value.clone() for name, value in params.items() if name[0] == "W"}
+    # learning rates and weight decays in float64: the decay factors (1 - lr·wd) must be exact
+    lr = torch.tensor([m["lr"] for m in members], dtype=torch.float64, device=device)
+    wd = torch.tensor([m["weight_decay"] for m in members], dtype=torch.float64, device=device)
     bias_wd = wd if spec.get("bias_decay", True) else torch.zeros_like(wd)
-    v_weights = member_decay_weights(members, arrays, dtype, device)
+    v_weights = member_decay_weights(members, arrays, torch.float64, device)
     data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
     alive = torch.ones(count, dtype=torch.bool, device=device)
     diverged_epoch = np.full(count, -1)
@@ -241,10 +295,15 @@ def train_ensemble(
     chunk = spec.get("eval_batch", 4096)
     n_train = len(x_train)
     epochs, log_every = schedule(spec, n_train)
+    max_h = float(v_weights.max()) if v_weights is not None else 1.0
+    max_factor = max(lr_factor(spec, e) for e in range(1, epochs + 1))
+    max_rate = float((lr * wd).max()) * max_factor * max(1.0, max_h)
+    decay = ExactDecay(params, dtype, fold_interval(max_rate))
 
     def snapshot(epoch: int) -> list[dict]:
-        train_loss, train_acc = evaluate(params, x_train, y_train, depth, loss, chunk)
-        test_loss, test_acc = evaluate(params, x_test, y_test, depth, loss, chunk)
+        current = decay.effective(params)
+        train_loss, train_acc = evaluate(current, x_train, y_train, depth, loss, chunk)
+        test_loss, test_acc = evaluate(current, x_test, y_test, depth, loss, chunk)
         dead = (~alive).cpu().numpy() & (diverged_epoch < 0)
         diverged_epoch[dead] = epoch
         values = {
@@ -257,7 +316,7 @@ def train_ensemble(
         first_layer = {}
         if settings.get("eps_log_epochs", 1) and paper_a.applies(spec):
             first_layer = paper_a.eps_batch(
-                params,
+                current,
                 x_train,
                 y_train,
                 depth,
@@ -274,7 +333,9 @@ def train_ensemble(
             f"  logged epoch {epoch}: median train loss {median:.4g}, "
             f"alive {int(alive.sum())}/{count}"
         )
-        return _history_rows(epoch, params, depth, values, first_layer, tolerances)
+        return _history_rows(
+            epoch, current, init_weights, decay, depth, values, first_layer, tolerances
+        )
 
     # Progress: the epoch in progress, its data order, the position of the next batch in it.
     epoch, position, order = 1, 0, None
@@ -286,6 +347,7 @@ def train_ensemble(
     else:
         for name, value in saved["params"].items():
             params[name].copy_(value)
+        decay.load(saved["decay"])
         alive.copy_(saved["alive"])
         loss_sum.copy_(saved["loss_sum"])
         diverged_epoch[:] = saved["diverged_epoch"]
@@ -302,6 +364,7 @@ def train_ensemble(
         where = f"epoch {epoch}, sample {position} of {n_train}"
         state = {
             "params": {name: value.cpu() for name, value in params.items()},
+            "decay": decay.state(),
             "alive": alive.cpu(),
             "loss_sum": loss_sum.cpu(),
             "diverged_epoch": diverged_epoch.copy(),
@@ -337,25 +400,30 @@ def train_ensemble(
         while position < n_train:
             index = order[:, position : position + batch_size]
             cache: list = []
-            outputs = forward(params, x_train[index], depth, cache, batch_stats=True)
+            forward_inputs = decay.forward_inputs(params)
+            step_params, weight_scales = forward_inputs
+            outputs = forward(step_params, x_train[index], depth, cache, True, weight_scales)
             batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
             alive &= torch.isfinite(batch_losses)
             loss_sum += batch_losses.double() * index.shape[1]
-            live_lr = torch.where(alive, lr * epoch_factor, 0.0)
-            v_shrink = None
+            live_lr = torch.where(alive, lr * epoch_factor, 0.0)  # float64
+            v_rate = None
             if v_weights is not None:
-                batch_v_wd = wd * torch.gather(v_weights, 1, index).mean(dim=1)
-                v_shrink = 1 - live_lr * batch_v_wd
+                v_rate = live_lr * wd * torch.gather(v_weights, 1, index).mean(dim=1)
+            step = torch.where(alive.view(-1, 1, 1), delta, 0.0)
             sgd_step(
                 params,
+                decay,
+                forward_inputs,
                 cache,
-                torch.where(alive.view(-1, 1, 1), delta, 0.0) * live_lr.view(-1, 1, 1),
-                1 - live_lr * wd,
-                1 - live_lr * bias_wd,
-                v_shrink,
+                step.mul_(live_lr.to(dtype).view(-1, 1, 1)),
+                live_lr * wd,
+                live_lr * bias_wd,
+                v_rate,
             )
             if arch.batch_norm:
                 update_running_stats(params, cache, index.shape[1], alive)
+            decay.after_step(params)
             position += batch_size
             if checkpointer and checkpointer.due():
                 saving_started = time.perf_counter()
@@ -378,7 +446,7 @@ def train_ensemble(
             history += snapshot(epoch)
         epoch, order = epoch + 1, None
     wall = earlier_wall + time.perf_counter() - started
-    final = {name: value.cpu().numpy().copy() for name, value in params.items()}
+    final = {name: value.cpu().numpy().copy() for name, value in decay.effective(params).items()}
     frame = pd.DataFrame(history)
     ids = pd.DataFrame(members)
     ids["member_index"] = range(count)
