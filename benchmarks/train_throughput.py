@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py                 # three regimes, ~12 minutes on 2 cores
     python benchmarks/train_throughput.py --workflow      # + the default audit under /usr/bin/time
+    python benchmarks/train_throughput.py --workflow-only --keep results/audit  # the audit alone
 
 For each regime the same models (same architecture, data, batch size, learning rates, weight
 decays, number of steps) are trained by both methods, each in a fresh process so that its peak
@@ -131,7 +132,7 @@ def run_ensemble(arrays: dict, name: str, regime: dict) -> dict:
     result = train_ensemble(spec, arrays, log=lambda _: None)
     train_s = result.steps_s  # the SGD steps alone, as the reference loop times them
     started = time.perf_counter()
-    measure_job(spec, result.final, result.history, result.diverged_epoch, arrays)
+    measure_job(spec, result.final, result.init, result.history, result.diverged_epoch, arrays)
     measure_s = time.perf_counter() - started
     steps = regime["epochs"] * -(-len(arrays["x_train"]) // regime["batch_size"])
     return {"models": regime["members"], "steps": steps, "seconds": train_s, "measure_s": measure_s}
@@ -439,6 +440,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--workflow", action="store_true", help="also time the default audit")
+    parser.add_argument(
+        "--workflow-only", action="store_true", help="time the default audit, no regimes"
+    )
+    parser.add_argument("--keep", type=Path, help="run the audit in this folder and keep it")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="processes per method")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -448,11 +453,18 @@ def main() -> None:
     import pandas as pd
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.workflow_only:
+        with tempfile.TemporaryDirectory(prefix="rankbias-bench-") as tmp:
+            workflow = workflow_run(args.keep or Path(tmp))
+        (args.out / "workflow.json").write_text(json.dumps(workflow, indent=2) + "\n")
+        print(json.dumps(workflow, indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="rankbias-bench-") as tmp:
         rows = benchmark_rows(Path(tmp), args.repeats)
-        workflow = workflow_run(Path(tmp)) if args.workflow else None
+        audit_dir = args.keep or Path(tmp)
+        workflow = workflow_run(audit_dir) if args.workflow else None
         if workflow:  # config/paper.yaml's cost, projected from the audit just timed
-            runs = Path(tmp) / "audit" / "results" / "runs"
+            runs = audit_dir / "audit" / "results" / "runs"
             command = [sys.executable, str(ROOT / "benchmarks" / "paper_cost.py")]
             projection = subprocess.run(
                 [*command, "--measured", str(runs)], capture_output=True, text=True, check=True

@@ -131,8 +131,13 @@ def test_california_housing_preparation(tmp_path, mirror, offline):
     data.fetch("california_housing", tmp_path / "raw", str(mirror))
     spec = {"source": "california_housing", "test_fraction": 0.2, "split_seed": 0, "clip": 5.0}
     arrays, info = data.prepare(spec, tmp_path / "raw")
-    assert (info["n_train"], info["n_test"], info["n_features"]) == (16512, 4128, 8)
-    assert arrays["y_train"].shape == (16512, 1)
+    assert (info["n_train"], info["n_val"], info["n_test"]) == (14861, 1651, 4128)
+    assert info["n_features"] == 8 and info["validation"]["fraction"] == 0.1
+    assert arrays["y_train"].shape == (14861, 1) and arrays["x_val"].shape == (1651, 8)
+    # the target is centred on the training mean (about 2.07: house values in $100,000)
+    mean = info["target_centring"]["train_mean"][0]
+    assert 2.0 < mean < 2.15 and abs(arrays["y_train"].mean()) < 1e-12
+    assert abs(arrays["y_test"].mean()) < 0.05 and abs(arrays["y_val"].mean()) < 0.1
     assert np.abs(arrays["x_train"]).max() <= 5.0
     assert max(info["scaling"]["max_abs_z_train_before_clip"]) > 5.0  # clipping was needed
     # standardisation is fitted on the training split only
@@ -150,9 +155,12 @@ def test_mnist_stratified_subset_and_global_scaling(tmp_path, mirror, offline):
     )
     full = data.read_idx(tmp_path / "raw" / "train-labels-idx1-ubyte.gz")
     expected = np.bincount(full) / len(full) * 1000
-    assert np.abs(np.bincount(arrays["y_train"]) - expected).max() < 1.0
-    assert arrays["x_train"].shape == (1000, 784) and len(arrays["y_test"]) == 500
-    assert abs(arrays["x_train"].mean()) < 1e-9 and abs(arrays["x_train"].std() - 1) < 1e-9
+    drawn = np.concatenate([arrays["y_train"], arrays["y_val"]])  # validation: 10 % of them
+    assert np.abs(np.bincount(drawn) - expected).max() < 1.0
+    assert arrays["x_train"].shape == (900, 784) and len(arrays["y_test"]) == 500
+    assert len(arrays["y_val"]) == 100 and not info["target_centring"]["centred"]
+    both = np.concatenate([arrays["x_train"], arrays["x_val"]])  # scaled before the carve
+    assert abs(both.mean()) < 1e-9 and abs(both.std() - 1) < 1e-9
     assert np.isfinite(arrays["x_test"]).all()
     assert info["scaling"]["kind"] == "global"
 
@@ -170,14 +178,27 @@ def test_teacher_has_planted_rank():
     arrays, info = data.prepare(spec, None)
     singular = np.linalg.svd(arrays["teacher_w"], compute_uv=False)
     assert (singular > 1e-10 * singular[0]).sum() == 3
-    assert info["teacher"]["rank"] == 3
+    np.testing.assert_allclose(singular[:3], np.sqrt(16 / 3))  # orthonormal: all equal
+    np.testing.assert_allclose(arrays["teacher_a"], 0.25)
+    assert info["teacher"]["rank"] == 3 and info["teacher"]["factors"] == "orthonormal"
     again, _ = data.prepare(spec, None)
     np.testing.assert_array_equal(arrays["y_train"], again["y_train"])
+    gaussian, _ = data.prepare({**spec, "factors": "gaussian", "output_weights": "gaussian"}, None)
+    singular = np.linalg.svd(gaussian["teacher_w"], compute_uv=False)
+    assert (singular > 1e-10 * singular[0]).sum() == 3 and singular[2] < 0.9 * singular[0]
 
 
 def test_teacher_rank_above_dimension_is_refused():
     with pytest.raises(data.DataError, match="exceeds"):
         data.prepare({"source": "teacher", "rank": 30, "input_dim": 10}, None)
+
+
+def test_a_validation_fraction_that_leaves_no_training_sample_is_refused():
+    spec = {"source": "teacher", "rank": 1, "train_size": 3, "validation_fraction": 0.9}
+    with pytest.raises(data.DataError, match="validation_fraction 0.9 leaves no training"):
+        data.prepare(spec, None)
+    arrays, info = data.prepare({**spec, "validation_fraction": 0.0}, None)
+    assert info["n_val"] == 0 and len(arrays["x_train"]) == 3
 
 
 def test_prepared_file_that_changed_is_refused(tmp_path):
@@ -205,5 +226,5 @@ def test_fashion_mnist_comes_from_the_debian_package(tmp_path, offline, monkeypa
     manifest = data.fetch("fashion_mnist", tmp_path / "raw", None)
     assert all(e["origin"].startswith(f"copy of {FASHION_DIR}") for e in manifest["files"].values())
     arrays, info = data.prepare({"source": "fashion_mnist", "train_size": 600}, tmp_path / "raw")
-    assert arrays["x_test"].shape == (10000, 784) and info["n_train"] == 600
+    assert arrays["x_test"].shape == (10000, 784) and info["n_train"] == 540
     assert sorted(np.unique(arrays["y_train"])) == list(range(10))

@@ -1,7 +1,9 @@
 import numpy as np
 import pandas as pd
+import pytest
 
-from rankbias.measure import chance_accuracy, constant_predictor_loss, measure_job
+from rankbias.controls import plateau
+from rankbias.measure import chance_accuracy, constant_predictor_loss, measure_job, member_status
 
 
 def test_constant_predictor_losses():
@@ -32,6 +34,11 @@ def _snapshot(train_loss, train_acc, epoch, members, layer, fro_norm):
             "epoch": epoch,
             "layer": layer,
             "fro_norm": fro_norm,
+            "effective_rank": fro_norm,
+            "effective_rank_learned": fro_norm,
+            "residual_2": 0.5,
+            "init_factor": 0.5,
+            "decay_horizon": 0.7,
             "train_loss": train_loss,
             "test_loss": train_loss,
             "train_acc": train_acc,
@@ -58,7 +65,8 @@ def test_status_labels_and_tidy_rows():
     history = _history([0.1, np.log(2), np.nan], [0.97, 0.5, np.nan])
     spec["members"] = [{"member": i, "seed": 0, "lr": 0.1, "weight_decay": 0.0} for i in range(3)]
     arrays = {"x_train": rng.standard_normal((200, 4)), "y_train": labels}
-    table, spectra = measure_job(spec, weights, history, np.array([-1, -1, 3]), arrays)
+    init = {"W1": rng.standard_normal((3, 6, 4)), "W2": rng.standard_normal((3, 2, 6))}
+    table, spectra = measure_job(spec, weights, init, history, np.array([-1, -1, 3]), arrays)
     first = table[table["layer"] == 1].set_index("member")
     assert list(first["status"]) == ["ok", "collapsed", "diverged"]
     assert "chance" in first.loc[1, "status_reason"]
@@ -73,3 +81,37 @@ def test_status_labels_and_tidy_rows():
     sigma = np.linalg.svd(weights["W2"][0], compute_uv=False)
     second = table[(table["layer"] == 2) & (table["member"] == 0)].iloc[0]
     assert second["sv_above_0.3"] == (sigma / np.linalg.norm(sigma) > 0.3).sum()
+    # the learned part W − s_T·W_0 with s_T = 0.5 from the history, and the controls
+    learned = weights["W2"][0] - 0.5 * init["W2"][0]
+    assert second["fro_norm_learned"] == pytest.approx(np.linalg.norm(learned))
+    assert second["movement"] == pytest.approx(
+        np.linalg.norm(weights["W2"][0] - init["W2"][0]) / np.linalg.norm(init["W2"][0])
+    )
+    assert (table["init_factor"] == 0.5).all() and (table["decay_horizon"] == 0.7).all()
+    # epochs 4 and 5 both lie in the last quarter of 5: fro_norm moved 2.0 -> 1.6, i.e. 25 %
+    np.testing.assert_allclose(table["plateau_change_effective_rank"], 0.25)
+    assert (table["plateaued_effective_rank"] == 0).all()
+    assert (table["plateaued_residual_2"] == 1).all()
+
+
+def test_plateau_needs_two_logged_epochs_in_the_last_quarter():
+    rows = [
+        {"member": 0, "layer": 1, "epoch": epoch, "effective_rank": value}
+        for epoch, value in ((0, 9.0), (6, 5.0), (8, 4.9))
+    ]
+    decided = plateau(pd.DataFrame(rows), "effective_rank", 0.05)
+    assert decided.loc[0, "plateau_change_effective_rank"] == pytest.approx(0.1 / 4.9)
+    assert decided.loc[0, "plateaued_effective_rank"] == 1
+    sparse = plateau(pd.DataFrame([rows[0], rows[2]]), "effective_rank", 0.05)  # epochs 0, 8
+    assert np.isnan(sparse.loc[0, "plateaued_effective_rank"])
+    moving = plateau(
+        pd.DataFrame(rows[:2] + [{**rows[2], "effective_rank": 4.0}]), "effective_rank", 0.05
+    )
+    assert moving.loc[0, "plateaued_effective_rank"] == 0
+
+
+def test_a_regression_net_below_r2_of_a_tenth_is_collapsed():
+    final = pd.DataFrame({"train_loss": [0.5, 0.92, 0.85], "train_acc": np.nan})
+    status, reason = member_status(final, np.array([-1, -1, -1]), 1.0, None)
+    assert status == ["ok", "collapsed", "ok"]  # R² = 0.5, 0.08, 0.15
+    assert "train R² 0.080 < 0.1" in reason[1]

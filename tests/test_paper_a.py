@@ -99,18 +99,25 @@ def test_theorem_26_constant_and_vacuity():
 
 def test_unit_states_of_constructed_nets():
     x = torch.randn(50, 3, dtype=DOUBLE, generator=torch.Generator().manual_seed(6))
-    weight = torch.zeros(3, 4, 3, dtype=DOUBLE)
-    bias = torch.zeros(3, 4, dtype=DOUBLE)
+    weight = torch.zeros(4, 4, 3, dtype=DOUBLE)
+    bias = torch.zeros(4, 4, dtype=DOUBLE)
     weight[0] = 0.01  # member 0: tiny weights, large positive bias: every unit always active
     bias[0] = 10.0
     weight[1] = 0.01  # member 1: large negative bias: every unit dead
     bias[1] = -10.0
     weight[2, 0] = 1.0  # member 2: units 1-3 collapsed to zero, unit 0 a plain ReLU of x
-    states = unit_states({"W1": weight, "b1": bias}, x)
+    weight[3] = torch.randn(4, 3, dtype=DOUBLE, generator=torch.Generator().manual_seed(7))
+    weight[3, 0] = 1e-9 * x[0] / x[0].norm()  # shrunk by weight decay: collapsed, not a kink
+    bias[3, 1] = -(weight[3, 1] @ x[4])  # unit 1 sits exactly at its kink at x_4
+    states, live = unit_states({"W1": weight, "b1": bias}, x)
     assert states["units_linear"][0] == 1 and states["units_dead"][0] == 0
     assert states["units_dead"][1] == 1 and states["units_linear"][1] == 0
+    assert not live[1].any() and live[0].all()
     assert states["units_collapsed"][2] == pytest.approx(0.75)
-    assert states["units_zero_input"][2] == pytest.approx(0.75)  # collapsed units sit at 0
+    assert live[2].tolist() == [True, False, False, False]
+    assert states["units_zero_input"][2] == 0  # collapsed units are not "at their kink"
+    assert states["units_collapsed"][3] == pytest.approx(0.25)
+    assert states["units_zero_input"][3] == pytest.approx(0.25)  # unit 1 only
 
 
 def test_decay_weights():

@@ -16,7 +16,7 @@ from rankbias import data, stop_signals
 from rankbias.checkpoint import DEFAULT_SECONDS, SECONDS_ENV, Checkpointer, default_seconds
 from rankbias.devices import job_device
 from rankbias.plan import FIGURE_KINDS
-from rankbias.storage import read_json, write_csv, write_json, write_npz
+from rankbias.storage import read_json, read_npz, write_csv, write_json, write_npz
 
 
 def _log(message: str) -> None:
@@ -110,11 +110,15 @@ def cmd_measure(args: argparse.Namespace) -> None:
         spec = record["spec"]
         if spec["dataset"] not in loaded:
             loaded[spec["dataset"]] = data.load_prepared(data_paths[spec["dataset"]])[0]
-        with np.load(run / "final.npz") as handle:
-            final = {key: handle[key] for key in handle.files}
+        final, init = (read_npz(run / f"{name}.npz") for name in ("final", "init"))
         history = pd.read_csv(run / "history.csv")
         table, job_spectra = measure_job(
-            spec, final, history, np.asarray(record["diverged_epoch"]), loaded[spec["dataset"]]
+            spec,
+            final,
+            init,
+            history,
+            np.asarray(record["diverged_epoch"]),
+            loaded[spec["dataset"]],
         )
         members = np.asarray(sorted(m["member"] for m in spec["members"]))
         for key, value in {**job_spectra, "member": members}.items():

@@ -101,6 +101,8 @@ SOURCES: dict[str, Source] = {
     ),
 }
 GENERATED_SOURCES = ("teacher",)
+SPLITS = ("train", "val", "test")
+VALIDATION_FRACTION = 0.1  # datasets.<name>.validation_fraction's default
 
 
 class DataError(RuntimeError):
@@ -364,15 +366,50 @@ def prepare(spec: dict, raw_dir: str | os.PathLike | None) -> tuple[dict[str, np
         raise DataError(f"unknown data source {source!r}; known: {', '.join(builders)}")
     manifest = verify_manifest(raw_dir) if source in SOURCES else None
     arrays, info = builders[source](spec, Path(raw_dir) if raw_dir else None)
+    arrays, validation = carve_validation(arrays, spec)
+    arrays, target = centre_target(arrays, info["task"], spec.get("centre_target", True))
     info = {
         "spec": spec,
         **info,
         "raw_manifest": manifest,
+        "validation": validation,
+        "target_centring": target,
         "n_train": len(arrays["x_train"]),
+        "n_val": len(arrays["x_val"]),
         "n_test": len(arrays["x_test"]),
         "n_features": int(arrays["x_train"].shape[1]),
     }
     return arrays, info
+
+
+def carve_validation(arrays: dict[str, np.ndarray], spec: dict) -> tuple[dict, dict]:
+    """Move a seeded `validation_fraction` (default 0.1) of the training set to x_val/y_val, so
+    a "best weight decay" can be chosen without looking at the test set. Features were scaled on
+    the whole training split before; the validation rows are a random subset of it."""
+    fraction = spec.get("validation_fraction", VALIDATION_FRACTION)
+    seed = spec.get("validation_seed", 0)
+    n_train = len(arrays["x_train"])
+    n_val = int(round(fraction * n_train))
+    if n_val >= n_train:
+        raise DataError(f"validation_fraction {fraction} leaves no training sample of {n_train}")
+    order = np.random.default_rng(seed).permutation(n_train)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    carved = {**arrays, "x_val": arrays["x_train"][val], "y_val": arrays["y_train"][val]}
+    carved["x_train"], carved["y_train"] = arrays["x_train"][train], arrays["y_train"][train]
+    return carved, {"fraction": fraction, "seed": seed, "n_val": n_val}
+
+
+def centre_target(
+    arrays: dict[str, np.ndarray], task: str, centre: bool
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Subtract the training mean from a regression target (every split). Paper A's model
+    f = U relu(V x + b) has no output bias: an uncentred target (California housing's mean is
+    about 2.07) must then be carried by always-on hidden units, which inflates `units_linear`."""
+    if task != "regression" or not centre:
+        return arrays, {"centred": False}
+    mean = arrays["y_train"].mean(axis=0)
+    centred = {**arrays, **{f"y_{split}": arrays[f"y_{split}"] - mean for split in SPLITS}}
+    return centred, {"centred": True, "train_mean": mean.tolist()}
 
 
 def _prepare_idx(spec: dict, raw_dir: Path):
@@ -446,25 +483,61 @@ def _prepare_housing(spec: dict, raw_dir: Path):
     }
 
 
-def _prepare_teacher(spec: dict, raw_dir: Path | None):
-    """Planted-rank control: y = a·relu(W* x) + noise with rank(W*) = k exactly.
+TEACHER_FACTORS = ("orthonormal", "gaussian")
+TEACHER_OUTPUT_WEIGHTS = ("equal", "gaussian")
 
-    W* = A·B / sqrt(k·n) with Gaussian A (m*×k) and B (k×n), so each pre-activation has unit
-    variance for x ~ N(0, I); a ~ N(0, 1/m*). A net that learns this function needs a first layer
-    of rank k, so a trained V of rank far above or below k is informative.
+
+def teacher_weights(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """W* (m* × n, rank k) and a* (m*) of the planted-rank teacher.
+
+    `factors: orthonormal` (default): W* = sqrt(m*/k)·Q_A·Q_Bᵀ with Q_A (m*×k), Q_B (n×k) the
+    orthonormal factors of Gaussian matrices: all k singular values equal sqrt(m*/k), so every
+    planted direction is as strong as the others and the mean row norm² is 1. `gaussian`:
+    W* = A·B / sqrt(k·n), Gaussian A, B (unequal singular values: the weakest of k = 8 are hard
+    to tell from noise). `output_weights: equal` (default): a*_j = 1/sqrt(m*); `gaussian`:
+    a* ~ N(0, 1/m*).
     """
-    rng = np.random.default_rng(spec.get("seed", 0))
     n, width, rank = spec.get("input_dim", 20), spec.get("teacher_width", 32), spec["rank"]
     if rank > min(n, width):
         raise DataError(
             f"teacher rank {rank} exceeds min(input_dim, teacher_width) = {min(n, width)}"
         )
-    w_star = rng.standard_normal((width, rank)) @ rng.standard_normal((rank, n)) / np.sqrt(rank * n)
-    a_star = rng.standard_normal(width) / np.sqrt(width)
+    factors = spec.get("factors", "orthonormal")
+    if factors == "orthonormal":
+        left = np.linalg.qr(rng.standard_normal((width, rank)))[0]
+        right = np.linalg.qr(rng.standard_normal((n, rank)))[0]
+        w_star = np.sqrt(width / rank) * left @ right.T
+    elif factors == "gaussian":
+        w_star = rng.standard_normal((width, rank)) @ rng.standard_normal((rank, n))
+        w_star /= np.sqrt(rank * n)
+    else:
+        raise DataError(f"teacher factors {factors!r}; allowed: {', '.join(TEACHER_FACTORS)}")
+    output_weights = spec.get("output_weights", "equal")
+    if output_weights == "equal":
+        a_star = np.full(width, 1 / np.sqrt(width))
+    elif output_weights == "gaussian":
+        a_star = rng.standard_normal(width) / np.sqrt(width)
+    else:
+        raise DataError(
+            f"teacher output_weights {output_weights!r}; allowed: "
+            f"{', '.join(TEACHER_OUTPUT_WEIGHTS)}"
+        )
+    return w_star, a_star
+
+
+def _prepare_teacher(spec: dict, raw_dir: Path | None):
+    """Planted-rank control: y = a*·relu(W* x) + noise with rank(W*) = k exactly, x ~ N(0, I).
+
+    A net that learns this function needs a first layer of rank k, so a trained V whose count
+    of strong directions (`rank_cut`) follows k shows the control can see rank; one that does
+    not cannot decide "is rank two a law?" (claims A1, C3). See `teacher_weights`.
+    """
+    rng = np.random.default_rng(spec.get("seed", 0))
+    w_star, a_star = teacher_weights(spec, rng)
     noise = spec.get("noise", 0.1)
 
     def sample(count: int):
-        x = rng.standard_normal((count, n))
+        x = rng.standard_normal((count, w_star.shape[1]))
         y = np.maximum(x @ w_star.T, 0.0) @ a_star + noise * rng.standard_normal(count)
         return x, y[:, None]
 
@@ -472,6 +545,7 @@ def _prepare_teacher(spec: dict, raw_dir: Path | None):
     x_test, y_test = sample(spec.get("test_size", 1000))
     z_train, z_test, scaling = _standardise(x_train, x_test, None)
     singular = np.linalg.svd(w_star, compute_uv=False)
+    rank = spec["rank"]
     arrays = {
         "x_train": z_train,
         "y_train": y_train,
@@ -486,9 +560,11 @@ def _prepare_teacher(spec: dict, raw_dir: Path | None):
         "scaling": scaling,
         "teacher": {
             "rank": rank,
-            "width": width,
-            "input_dim": n,
+            "width": w_star.shape[0],
+            "input_dim": w_star.shape[1],
             "noise": noise,
+            "factors": spec.get("factors", "orthonormal"),
+            "output_weights": spec.get("output_weights", "equal"),
             "singular_values": singular[: rank + 1].tolist(),
         },
     }

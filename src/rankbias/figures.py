@@ -34,7 +34,15 @@ AXIS_LABEL = {
     "weight_decay": "wd",
     "wd_function": "g",
 }
-RANK_PANELS = ("rank_galanti", "effective_rank", "stable_rank", "residual_2")
+# W's rank beside that of its learned part W − s_T·W_0 (a fading init also lowers W's rank)
+RANK_PANELS = (
+    "rank_galanti",
+    "rank_cut",
+    "effective_rank",
+    "effective_rank_learned",
+    "stable_rank",
+    "residual_2",
+)
 PAPER_A_PANELS = ("eps_batch_max", "thm26_ratio", "units_dead", "units_linear", "units_zero_input")
 LOG_SCALE = {"eps_batch_max", "thm26_ratio"}
 PALETTE = "viridis"  # ordered and colour-blind safe
@@ -202,7 +210,8 @@ def dynamics_figure(history: pd.DataFrame, path: Path, sweep: str = "weight_deca
     rows = add_setting(history[history["layer"] == layer], sweep)
     settings = ordered_settings(rows)
     colors = _colors(rows[sweep])
-    panels = [p for p in ("train_loss", "effective_rank", "eps_batch_max") if p in rows]
+    candidates = ("train_loss", "effective_rank", "effective_rank_learned", "eps_batch_max")
+    panels = [p for p in candidates if p in rows]
     figure, axes = plt.subplots(
         len(panels),
         len(settings),
@@ -223,11 +232,9 @@ def dynamics_figure(history: pd.DataFrame, path: Path, sweep: str = "weight_deca
                     marker=".",
                     label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
                 )
-            axis.set(
-                ylabel=metric + (f" (W{layer})" if metric == "effective_rank" else ""),
-                title=setting if row == 0 else "",
-            )
-            if metric != "effective_rank":
+            rank = metric.startswith("effective_rank")
+            axis.set(ylabel=metric + (f" (W{layer})" if rank else ""), title=setting * (row == 0))
+            if not rank:
                 axis.set_yscale("log")
             axis.grid(alpha=0.3)
         axes[-1][col].set_xlabel("epoch")
@@ -269,7 +276,7 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
     panels = _layer_panels(rows)
     grid = sorted(rows[sweep].unique())
     rows = rows.assign(position=rows[sweep].map({value: i for i, value in enumerate(grid)}))
-    metrics = ("rank_galanti", "effective_rank", _accuracy_metric(rows))
+    metrics = ("rank_galanti", "effective_rank", "effective_rank_learned", _accuracy_metric(rows))
     colors = _colors(rows[hue])
     figure, axes = plt.subplots(
         len(metrics),

@@ -1,8 +1,10 @@
 """Measure a finished training job: one tidy row per (member, layer) at the final weights.
 
-Besides the rank metrics it labels each member `ok`, `diverged` or `collapsed` (science.md): a
-network that died (rank 0, chance accuracy) is excluded from rank evidence, never counted as a
-low-rank bias. Spectra are saved separately for plots.
+Besides the rank metrics of W it measures those of the learned part W − s_T·W_0 and the decay
+controls (rankbias.controls), whether the decisive metrics had levelled off (plateau), and labels
+each member `ok`, `diverged` or `collapsed` (science.md): a network that died (rank 0, chance
+accuracy, train R² < 0.1) is excluded from rank evidence, never counted as a low-rank bias.
+Spectra are saved separately for plots.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import pandas as pd
 import torch
 
 from rankbias.bounds import model_bounds
-from rankbias.paper_a import applies, eps_batch, theorem_26, unit_states
+from rankbias.controls import PLATEAU_METRICS, PLATEAU_TOL, control_columns, plateau
+from rankbias.paper_a import KINK_TOL, applies, eps_batch, theorem_26, unit_states
 from rankbias.paper_b import bound_columns, norm_ratios
-from rankbias.spectra import rank_metrics, rank_tolerances
+from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
 from rankbias.train import DTYPES, lr_factor, member_decay_weights
 
 COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
+COLLAPSE_R2 = 0.1  # train R² below which a regression net has collapsed
 
 
 def constant_predictor_loss(y_train: np.ndarray, loss: str) -> float:
@@ -47,15 +51,30 @@ def member_status(
             reasons.append(
                 f"train accuracy {row.train_acc:.3f} <= chance {chance:.3f} + {COLLAPSE_MARGIN}"
             )
-        elif row.train_loss >= const_loss:
+        elif chance is None and 1 - row.train_loss / const_loss < COLLAPSE_R2:
             statuses.append("collapsed")
             reasons.append(
-                f"train loss {row.train_loss:.4g} >= constant predictor's {const_loss:.4g}"
+                f"train R² {1 - row.train_loss / const_loss:.3f} < {COLLAPSE_R2} (train loss "
+                f"{row.train_loss:.4g}, constant predictor's {const_loss:.4g})"
             )
         else:
             statuses.append("ok")
             reasons.append("")
     return statuses, reasons
+
+
+def live_rank_metrics(
+    volume: torch.Tensor, live: torch.Tensor, tolerances: dict
+) -> dict[str, torch.Tensor]:
+    """Rank metrics of V over its live units only (suffix `_live`): dead and collapsed rows
+    cannot pass for a low-rank bias. NaN for a member with no live unit."""
+    rows = []
+    for member in range(volume.shape[0]):
+        kept = volume[member][live[member]].unsqueeze(0)
+        if kept.shape[1] == 0:
+            kept = torch.zeros(1, 1, volume.shape[2], dtype=torch.float64)
+        rows.append(rank_metrics(singular_values(kept), **tolerances))
+    return {f"{name}_live": torch.cat([row[name] for row in rows]) for name in rows[0]}
 
 
 def paper_a_columns(
@@ -90,11 +109,13 @@ def paper_a_columns(
         v_weights,
         spec.get("eval_batch", 4096),
     )
+    states, live = unit_states(params, x_train, settings.get("kink_tol", KINK_TOL))
     columns = {
         **eps,
         **theorem_26(eps["eps_batch_max"], weight_decay, spec["batch_size"], fro_norm),
         "dist_rank2": residual_2 * fro_norm,
-        **unit_states(params, x_train),
+        **states,
+        **live_rank_metrics(params["W1"], live, rank_tolerances(settings)),
     }
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     return {name: torch.where(finite, value.double(), nan) for name, value in columns.items()}
@@ -120,6 +141,7 @@ def generalization_columns(
 def measure_job(
     spec: dict,
     final_weights: dict[str, np.ndarray],
+    init_weights: dict[str, np.ndarray],
     history: pd.DataFrame,
     diverged_epoch: np.ndarray,
     arrays: dict[str, np.ndarray],
@@ -127,9 +149,10 @@ def measure_job(
     """Tidy metrics table and spectra {"W{layer}": [M, r]} for one training job."""
     y_train = arrays["y_train"]
     depth, loss = spec["depth"], spec["loss"]
-    tolerances = rank_tolerances(spec.get("metrics", {}))
-    last = history[(history["epoch"] == history["epoch"].max()) & (history["layer"] == 1)]
-    last = last.sort_values("member").reset_index(drop=True)
+    settings = spec.get("metrics", {})
+    tolerances = rank_tolerances(settings)
+    at_end = history[history["epoch"] == history["epoch"].max()].sort_values("member")
+    last = at_end[at_end["layer"] == 1].reset_index(drop=True)
     const_loss = constant_predictor_loss(y_train, loss)
     chance = chance_accuracy(y_train) if loss == "ce" else None
     status, reason = member_status(last, diverged_epoch, const_loss, chance)
@@ -158,6 +181,9 @@ def measure_job(
             "train_acc": last["train_acc"],
             "test_acc": last["test_acc"],
             "gap": gap,
+            "train_r2": 1 - last["train_loss"] / const_loss if loss == "mse" else np.nan,
+            "val_loss": last.get("val_loss", np.nan),
+            "val_acc": last.get("val_acc", np.nan),
             "const_loss": const_loss,
             "status": status,
             "status_reason": reason,
@@ -181,6 +207,17 @@ def measure_job(
             frame[name] = value.numpy()
         for name, value in bound_columns(sigma, spec["batch_size"], final_lr, weight_decay).items():
             frame[name] = value.numpy()
+        layer_end = at_end[at_end["layer"] == layer]
+        controls = control_columns(
+            torch.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0),
+            torch.as_tensor(init_weights[f"W{layer}"], dtype=torch.float64),
+            torch.tensor(layer_end["init_factor"].to_numpy()),
+            torch.tensor(layer_end["decay_horizon"].to_numpy()),
+            tolerances,
+        )
+        finite = torch.isfinite(weights).all(dim=(1, 2))
+        for name, value in controls.items():
+            frame[name] = torch.where(finite, value.double(), float("nan")).numpy()
         if layer == 1 and applies(spec):
             for name, value in paper_a_columns(
                 spec, final_weights, arrays, metrics["fro_norm"], metrics["residual_2"]
@@ -193,4 +230,7 @@ def measure_job(
             frame[name] = value.numpy()
     table = pd.concat(frames, ignore_index=True)
     table = table.merge(norm_ratios(history), on=["member", "layer"], how="left")
+    tolerance = settings.get("plateau_tol", PLATEAU_TOL)
+    for metric in PLATEAU_METRICS:
+        table = table.merge(plateau(history, metric, tolerance), on=["member", "layer"])
     return table, spectra

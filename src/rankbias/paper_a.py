@@ -15,7 +15,7 @@ from rankbias.models import backward, forward, losses_and_gradient
 EPS_SEED_OFFSET = 2_000_029  # eps batches are drawn apart from the training order
 UNIT_STATES = ("units_collapsed", "units_dead", "units_linear", "units_zero_input")
 COLLAPSE_TOL = 1e-6
-ZERO_INPUT_TOL = 1e-8
+KINK_TOL = 1e-6  # metrics.kink_tol: |z_j(x)| below this share of the unit's scale
 EPS_SAMPLES = 512  # samples of mini-batches per forward pass in eps_batch (fastest of 128-4096)
 
 
@@ -173,25 +173,37 @@ def theorem_26(
 
 @torch.no_grad()
 def unit_states(
-    params: dict[str, torch.Tensor], x_train: torch.Tensor, chunk: int = 2048
-) -> dict[str, torch.Tensor]:
-    """Fractions of hidden units of the first layer that are collapsed, dead, linear, or that
-    have a training input at (numerically) zero pre-activation (concerns C7, C8). float64."""
+    params: dict[str, torch.Tensor],
+    x_train: torch.Tensor,
+    kink_tol: float = KINK_TOL,
+    chunk: int = 2048,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Fractions of the first layer's m hidden units that are collapsed, dead, linear, or live
+    and at their kink for some training input (concerns C7, C8), and the live mask [M, m]
+    (neither collapsed nor dead), in float64 (science.md's definitions).
+
+    At the kink means |z_j(x)| < kink_tol·(||V_j||·||x|| + |b_j|): relative to the unit's own
+    scale, so a unit that weight decay shrank to nothing is collapsed, not "at its kink"."""
     weight = params["W1"].double()
     bias = params["b1"].double() if "b1" in params else torch.zeros(weight.shape[:2])
     bias = bias.to(weight.device)
-    size = weight.norm(dim=2) + bias.abs()
+    row_norm = weight.norm(dim=2)
+    size = row_norm + bias.abs()
     collapsed = size < COLLAPSE_TOL * size.amax(dim=1, keepdim=True)
     never_positive = torch.ones_like(collapsed)
     always_positive = torch.ones_like(collapsed)
-    touches_zero = torch.zeros_like(collapsed)
+    at_kink = torch.zeros_like(collapsed)
     for start in range(0, len(x_train), chunk):
-        pre = torch.matmul(x_train[start : start + chunk].double(), weight.mT) + bias.unsqueeze(1)
+        x = x_train[start : start + chunk].double()
+        pre = torch.matmul(x, weight.mT) + bias.unsqueeze(1)
+        scale = x.norm(dim=1).view(1, -1, 1) * row_norm.unsqueeze(1) + bias.abs().unsqueeze(1)
         never_positive &= (pre <= 0).all(dim=1)
         always_positive &= (pre > 0).all(dim=1)
-        touches_zero |= (pre.abs() < ZERO_INPUT_TOL).any(dim=1)
-    states = (collapsed, never_positive, always_positive, touches_zero)
-    return {
+        at_kink |= (pre.abs() < kink_tol * scale).any(dim=1)
+    live = ~collapsed & ~never_positive
+    states = (collapsed, never_positive, always_positive, at_kink & live)
+    fractions = {
         name: state.double().mean(dim=1).cpu()
         for name, state in zip(UNIT_STATES, states, strict=True)
     }
+    return fractions, live.cpu()

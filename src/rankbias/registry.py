@@ -19,6 +19,7 @@ SPECTRUM_METRICS = (
     "spectral_norm",
     "rank_galanti",
     "rank_rel",
+    "rank_cut",
     "stable_rank",
     "effective_rank",
     "residual_1",

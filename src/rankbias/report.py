@@ -34,11 +34,25 @@ RANK_COLUMNS = (
     "gap",
     "rank_galanti",
     "rank_rel",
+    "rank_cut",
     "effective_rank",
     "stable_rank",
     "residual_1",
     "residual_2",
 )
+# W beside its learned part W − s_T·W_0, and whether training reached the regime
+CONTROL_COLUMNS = (
+    "init_factor",
+    "decay_horizon",
+    "movement",
+    "effective_rank",
+    "effective_rank_learned",
+    "rank_cut",
+    "rank_cut_learned",
+    "plateau_change_effective_rank",
+)
+LARGE_T_HORIZON = 3.0  # h >= 3: the init below 5 % (Paper B's "large T", science.md)
+MOVED = 0.05  # movement >= 0.05: the weights moved ("no effect" claims need it)
 FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
     "spectra": (
         "Singular-value spectra of the first-layer matrix W1 (= V)",
@@ -49,8 +63,10 @@ FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
     ),
     "rank": (
         "Rank metrics of W1 against the swept hyper-parameter",
-        "rank_galanti, effective_rank, stable_rank and residual_2 of W1 per seed (blue points) and "
-        "their median (orange line); crosses are excluded members.",
+        "rank_galanti, rank_cut (singular values above a tenth of the largest), effective_rank, "
+        "effective_rank_learned (of the learned part W1 - s_T·W1_0, what remains once the "
+        "decayed initialisation is taken out), stable_rank and residual_2 of W1 per seed (blue "
+        "points) and their median (orange line); crosses are excluded members.",
     ),
     "paper_a": (
         "Paper A's quantities against the swept hyper-parameter",
@@ -139,6 +155,19 @@ MATCHED_NOTE = (
     "error (test loss for regression) against wd = 0, paired by seed (same initialisation and "
     "data order). difference = mean of err(wd = 0) − err(best wd); beyond_noise when it exceeds "
     "twice its standard error. Choosing the best wd on the test error favours weight decay."
+)
+REGIME_NOTE = (
+    "ok: trained normally (not diverged, not collapsed). plateaued: effective_rank of W1 changed "
+    "by at most metrics.plateau_tol (5 %) over the logged epochs of the last quarter of "
+    "training; undecided when fewer than two logged epochs fall there. h is the decay horizon "
+    "Σ lr_t·wd (the init survives as e^-h); Paper B's large-T regime is h ≥ 3. moved: "
+    "||W_T - W_0|| / ||W_0|| ≥ 0.05."
+)
+CONTROL_NOTE = (
+    "init_factor s_T = Π(1 - lr_t·wd) is the share of the random initialisation W_0 left in W_T; "
+    "the learned part is W_T - s_T·W_0. A rank that falls in W but not in its learned part is "
+    "explained by the initialisation fading away, not by a learned low-rank structure. "
+    "plateau_change_effective_rank: relative change over the last quarter of training."
 )
 PAPER_A_NOTE = (
     "µ_V = wd/2. thm26_bound uses the constant 2·B/µ_V as the reviewers evaluated Theorem 2.6; "
@@ -246,6 +275,16 @@ def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict
             "rows": run_table(table, RANK_COLUMNS, sweep, layers),
         },
         {
+            "title": "Members in each claim's regime",
+            "note": REGIME_NOTE,
+            "rows": regime_table(table),
+        },
+        {
+            "title": f"The learned part of {where} beside W (median over seeds, by {sweep})",
+            "note": CONTROL_NOTE,
+            "rows": run_table(table, CONTROL_COLUMNS, sweep, layers),
+        },
+        {
             "title": f"Paper A's quantities (median over seeds, by {sweep})",
             "note": PAPER_A_NOTE,
             "rows": run_table(table, PAPER_A_COLUMNS, sweep),
@@ -290,6 +329,27 @@ def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict
             },
         ]
     return [t for t in tables if t["rows"]]
+
+
+def regime_table(table: pd.DataFrame) -> list[dict]:
+    """Per setting, how many members are in each claim's regime (first layer's rows; every
+    member counted once): trained normally, plateaued, decay horizon >= 3, moved."""
+    rows_in = add_setting(table[table["layer"] == 1], "weight_decay")
+    rows = []
+    for setting, group in rows_in.groupby("setting", sort=False):
+        plateaued = group.get("plateaued_effective_rank", pd.Series(np.nan, group.index))
+        rows.append(
+            {
+                "setting": setting,
+                "members": len(group),
+                "ok": int((group["status"] == "ok").sum()),
+                "plateaued (effective_rank)": int((plateaued == 1).sum()),
+                "plateau undecided": int(plateaued.isna().sum()),
+                f"h ≥ {LARGE_T_HORIZON:g}": int((group["decay_horizon"] >= LARGE_T_HORIZON).sum()),
+                f"moved ≥ {MOVED:g}": int((group["movement"] >= MOVED).sum()),
+            }
+        )
+    return rows if "decay_horizon" in table else []
 
 
 def settings_table(table: pd.DataFrame) -> list[dict]:

@@ -10,10 +10,12 @@ import torch
 
 
 def rank_tolerances(metrics_config: dict) -> dict[str, float]:
-    """The tolerances of `rank_galanti` and `rank_rel` from the config's `metrics` block."""
+    """The tolerances of `rank_galanti`, `rank_rel` and `rank_cut` from the config's `metrics`
+    block."""
     return {
         "rank_tol": metrics_config.get("rank_tol", 1e-3),
         "rel_tol": metrics_config.get("rel_tol", 1e-3),
+        "rank_cut": metrics_config.get("rank_cut", 0.1),
     }
 
 
@@ -23,9 +25,13 @@ def singular_values(weights: torch.Tensor) -> torch.Tensor:
 
 
 def rank_metrics(
-    sigma: torch.Tensor, rank_tol: float = 1e-3, rel_tol: float = 1e-3
+    sigma: torch.Tensor, rank_tol: float = 1e-3, rel_tol: float = 1e-3, rank_cut: float = 0.1
 ) -> dict[str, torch.Tensor]:
-    """Every metric of the "Rank and spectrum metrics" table, per member, from sigma [M, r]."""
+    """Every metric of the "Rank and spectrum metrics" table, per member, from sigma [M, r].
+
+    `rank_cut` is the count of singular values above a tenth (by default) of the largest: the
+    number of directions that carry weight, what the planted-rank control compares with k
+    (rank_rel's 1e-3 also counts the noise floor of a trained matrix)."""
     sigma = sigma.to(torch.float64)
     finite = torch.isfinite(sigma).all(dim=1)
     sigma = torch.where(finite.unsqueeze(1), sigma, torch.zeros_like(sigma))
@@ -44,6 +50,7 @@ def rank_metrics(
         "spectral_norm": top,
         "rank_galanti": (sigma / safe_fro.unsqueeze(1) > rank_tol).sum(dim=1).to(torch.float64),
         "rank_rel": (sigma / safe_top.unsqueeze(1) > rel_tol).sum(dim=1).to(torch.float64),
+        "rank_cut": (sigma / safe_top.unsqueeze(1) > rank_cut).sum(dim=1).to(torch.float64),
         "stable_rank": torch.where(nonzero, energy.sum(dim=1) / safe_top.square(), nan),
         "effective_rank": torch.where(nonzero, entropy.exp(), nan),
     }

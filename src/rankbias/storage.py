@@ -57,6 +57,12 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
         np.savez_compressed(handle, **arrays)
 
 
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an .npz, loaded (the file is closed on return)."""
+    with np.load(path) as handle:
+        return {key: handle[key] for key in handle.files}
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -29,6 +29,7 @@ import torch
 
 from rankbias import paper_a
 from rankbias.checkpoint import Checkpointer
+from rankbias.controls import control_columns
 from rankbias.decay import ExactDecay, fold_interval
 from rankbias.models import (
     NORM_PARAMS,
@@ -133,37 +134,6 @@ def evaluate(
     return (loss_sum / len(x)).cpu(), accuracy.cpu()
 
 
-def learned_part(
-    weights: torch.Tensor, init_weights: torch.Tensor, init_factor: torch.Tensor
-) -> torch.Tensor:
-    """L = W_T − s_T·W_0 [M, out, in] in float64: what training added beyond the surviving
-    share s_T of the random initialisation (science.md, Controls)."""
-    factor = init_factor.to(device=weights.device, dtype=torch.float64).view(-1, 1, 1)
-    return weights.double() - factor * init_weights.to(weights.device).double()
-
-
-def control_columns(
-    weights: torch.Tensor,
-    init_weights: torch.Tensor,
-    init_factor: torch.Tensor,
-    horizon: torch.Tensor,
-    tolerances: dict,
-) -> dict[str, torch.Tensor]:
-    """Per member: `init_factor` s_T, `decay_horizon` h, `movement` ||W_T − W_0|| / ||W_0||, and
-    every rank metric of the learned part L (suffix `_learned`)."""
-    moved = (weights.double() - init_weights.to(weights.device).double()).flatten(1).norm(dim=1)
-    start = init_weights.double().flatten(1).norm(dim=1).to(moved.device)
-    learned = rank_metrics(
-        singular_values(learned_part(weights, init_weights, init_factor)), **tolerances
-    )
-    return {
-        "init_factor": init_factor.cpu(),
-        "decay_horizon": horizon.cpu(),
-        "movement": (moved / start).cpu(),
-        **{f"{name}_learned": value for name, value in learned.items()},
-    }
-
-
 def _history_rows(
     epoch: int,
     params: dict[str, torch.Tensor],
@@ -256,13 +226,19 @@ def train_ensemble(
     members = spec["members"]
     count = len(members)
     label_dtype = torch.long if loss == "ce" else dtype
-    for split in ("x_train", "y_train", "x_test", "y_test"):
-        if not np.isfinite(arrays[split]).all():
-            raise ValueError(f"{split} holds non-finite values: the prepared data are unusable")
+    splits = ("train", "val", "test") if len(arrays.get("x_val", ())) else ("train", "test")
+    for name in (f"{kind}_{split}" for split in splits for kind in "xy"):
+        if not np.isfinite(arrays[name]).all():
+            raise ValueError(f"{name} holds non-finite values: the prepared data are unusable")
     x_train = torch.as_tensor(arrays["x_train"], dtype=dtype, device=device)
     y_train = torch.as_tensor(arrays["y_train"], dtype=label_dtype, device=device)
-    x_test = torch.as_tensor(arrays["x_test"], dtype=dtype, device=device)
-    y_test = torch.as_tensor(arrays["y_test"], dtype=label_dtype, device=device)
+    evaluated = {  # the splits every logged epoch evaluates (train is also trained on)
+        split: (
+            torch.as_tensor(arrays[f"x_{split}"], dtype=dtype, device=device),
+            torch.as_tensor(arrays[f"y_{split}"], dtype=label_dtype, device=device),
+        )
+        for split in splits
+    }
     out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
     arch = Arch(
         x_train.shape[1],
@@ -302,17 +278,13 @@ def train_ensemble(
 
     def snapshot(epoch: int) -> list[dict]:
         current = decay.effective(params)
-        train_loss, train_acc = evaluate(current, x_train, y_train, depth, loss, chunk)
-        test_loss, test_acc = evaluate(current, x_test, y_test, depth, loss, chunk)
         dead = (~alive).cpu().numpy() & (diverged_epoch < 0)
         diverged_epoch[dead] = epoch
-        values = {
-            "train_loss": train_loss,
-            "test_loss": test_loss,
-            "train_acc": train_acc,
-            "test_acc": test_acc,
-            "diverged": (~alive).cpu(),
-        }
+        values = {"diverged": (~alive).cpu()}
+        for split, (x_split, y_split) in evaluated.items():
+            split_loss, split_acc = evaluate(current, x_split, y_split, depth, loss, chunk)
+            values |= {f"{split}_loss": split_loss, f"{split}_acc": split_acc}
+        train_loss = values["train_loss"]
         first_layer = {}
         if settings.get("eps_log_epochs", 1) and paper_a.applies(spec):
             first_layer = paper_a.eps_batch(
