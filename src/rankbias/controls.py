@@ -17,7 +17,6 @@ from rankbias.spectra import rank_metrics, singular_values
 
 PLATEAU_SHARE = 0.25  # the last quarter of the logged epochs
 PLATEAU_TOL = 0.05  # metrics.plateau_tol: relative change that still counts as levelled off
-PLATEAU_METRICS = ("effective_rank", "effective_rank_learned", "residual_2", "train_loss")
 
 
 def learned_part(

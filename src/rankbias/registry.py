@@ -47,21 +47,42 @@ BOUND_COLUMNS = (
     "margin_gamma",
     "bound_spectral",
 )
+# The controls of science.md (rankbias.controls): what weight decay does besides learning low rank.
+CONTROL_COLUMNS = ("init_factor", "decay_horizon", "movement")
+LEARNED_METRICS = tuple(f"{name}_learned" for name in SPECTRUM_METRICS)  # of W_T − s_T·W_0
+LIVE_METRICS = tuple(f"{name}_live" for name in SPECTRUM_METRICS)  # V over its live units
+PLATEAU_METRICS = ("effective_rank", "effective_rank_learned", "residual_2", "train_loss")
+PLATEAU_COLUMNS = tuple(
+    f"{kind}_{name}" for name in PLATEAU_METRICS for kind in ("plateau_change", "plateaued")
+)
 # Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
 METRICS = (
     "train_loss",
+    "val_loss",
     "test_loss",
     "train_acc",
+    "val_acc",
     "test_acc",
+    "train_r2",
     "gap",
     *SPECTRUM_METRICS,
+    *LEARNED_METRICS,
+    *CONTROL_COLUMNS,
+    *PLATEAU_COLUMNS,
     *(f"{name}_{eps}" for eps in GALANTI_EPS for name in ("galanti_bound", "sv_above", "rank_eps")),
     *PAPER_A_COLUMNS,
+    *LIVE_METRICS,
     *BOUND_COLUMNS,
     "norm_ratio",
 )
 # Logged per epoch as well (results/tables/<experiment>_history.csv): what `from_init` can compare.
-HISTORY_METRICS = ("train_loss", "test_loss", *SPECTRUM_METRICS)
+HISTORY_METRICS = (
+    "train_loss",
+    "test_loss",
+    *SPECTRUM_METRICS,
+    *LEARNED_METRICS,
+    *CONTROL_COLUMNS,
+)
 HYPER_COLUMNS = (
     "dataset",
     "loss",
