@@ -61,10 +61,11 @@ def test_decay_of_1e_8_per_step_is_exact_over_100_000_steps():
     params = {"W1": torch.rand(1, 3, 2) + 0.5, "W2": torch.rand(1, 1, 3) + 0.5}
     start = params["W1"].double().clone()
     decay = ExactDecay(params, torch.float32, fold_interval(rate))
-    rates = torch.full((1,), rate, dtype=torch.float64)
+    decay.set_rates(*[torch.full((1,), rate, dtype=torch.float64)] * 2)
+    alive = torch.ones(1, dtype=torch.bool)
     steps = decay_steps(rate)
     for _ in range(steps):
-        decay.step(rates, rates, rates)
+        decay.step(alive)
         decay.after_step(params)
     expected = 1 - (1 - rate) ** steps
     assert expected >= 1e-3
@@ -94,7 +95,8 @@ def test_folding_a_small_scale_keeps_the_actual_tensor():
     decay = ExactDecay(params, torch.float32, fold_every=1)
     rate = torch.tensor([1 - FOLD_BELOW / 3, 0.1], dtype=torch.float64)
     zero = torch.zeros(2, dtype=torch.float64)
-    decay.step(zero, zero, rate)  # W1 only
+    decay.set_rates(zero, zero)
+    decay.step(torch.ones(2, dtype=torch.bool), rate)  # W1 only
     before = decay.effective(params)["W1"].double()
     stored_member_1 = params["W1"][1].clone()
     decay.after_step(params)

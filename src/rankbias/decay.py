@@ -23,7 +23,7 @@ from rankbias.models import NORM_BUFFERS
 
 FOLD_BELOW = 2.0**-6  # a scale below this is folded into its stored tensor
 FOLD_DECAY = 1.0  # fold checks come before any scale can shrink by more than about e^-FOLD_DECAY
-RATE_KINDS = ("weight", "bias", "first")  # which decay rate a tensor takes (`step`)
+RATE_KINDS = ("weight", "bias", "first")  # which decay rate a tensor takes (`set_rates`)
 
 
 def decayed(name: str) -> bool:
@@ -62,13 +62,20 @@ class ExactDecay:
         self.cast = self.scales.to(self.dtype, copy=True)  # never the scales themselves
         self.inverse = self.scales.reciprocal().to(self.dtype)
 
-    def step(self, weight: torch.Tensor, bias: torch.Tensor, first: torch.Tensor) -> None:
-        """Decay every tensor by its rate lr·wd [M] (float64): `first` for W1 = V (Paper A's
-        data-dependent g, else the weight rate), `weight` for the other matrices, `bias` for
-        biases and batch norm's scale and shift."""
-        rates = torch.stack((weight, bias, first))[self.kinds]
-        self.scales.mul_(1 - rates)
-        self.init_factor.mul_(1 - rates)
+    def set_rates(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """This epoch's decay rates lr·wd [M] (float64): `weight` for the weight matrices, `bias`
+        for biases and batch norm's scale and shift; once an epoch, so a step costs one product."""
+        self.rate_table = torch.stack((weight, bias, weight))[self.kinds]
+
+    def step(self, alive: torch.Tensor, first: torch.Tensor | None = None) -> None:
+        """Decay every tensor of the `alive` members by its rate; `first` [M], when given,
+        replaces W1 = V's rate (Paper A's data-dependent g), already zero for frozen members."""
+        rates = self.rate_table * alive
+        if first is not None:
+            rates[self.index["W1"]] = first
+        factor = 1 - rates
+        self.scales.mul_(factor)
+        self.init_factor.mul_(factor)
         self.horizon.add_(rates)
         self._refresh()
 

@@ -75,21 +75,20 @@ def sgd_step(
     forward_inputs: tuple[dict, dict],
     cache: list,
     step: torch.Tensor,
-    weight_rate: torch.Tensor,
-    bias_rate: torch.Tensor,
+    alive: torch.Tensor,
     first_rate: torch.Tensor | None = None,
 ) -> None:
     """W <- (1 - lr*wd) W - lr * grad, layer by layer from the output, backprop by hand.
 
     `params` hold the stored tensors of `decay` (actual = scale·stored): the float64 scale takes
-    the decay, the stored tensor the gradient step divided by the new scale. `step` is
-    lr * dLoss/d(output), zero for frozen members (whose rates are 0, so they do not move).
-    Backpropagation is linear in it, so every layer's delta arrives already scaled by its
-    member's learning rate. The rates lr·wd are float64 [M]; `first_rate`, when given, replaces
-    `weight_rate` for W1 = V (a data-dependent weight decay, Paper A's g(x, y)).
-    `forward_inputs` are what the forward pass that filled `cache` took.
+    the decay (this epoch's rates, `decay.set_rates`, for the `alive` members), the stored tensor
+    the gradient step divided by the new scale. `step` is lr * dLoss/d(output), zero for frozen
+    members. Backpropagation is linear in it, so every layer's delta arrives already scaled by its
+    member's learning rate. `first_rate` [M], when given, is W1 = V's decay rate this step (a
+    data-dependent weight decay, Paper A's g(x, y)). `forward_inputs` are what the forward pass
+    that filled `cache` took.
     """
-    decay.step(weight_rate, bias_rate, weight_rate if first_rate is None else first_rate)
+    decay.step(alive, first_rate)
 
     def update(
         layer: int, step_layer: torch.Tensor, inputs: torch.Tensor, norm_steps: tuple | None
@@ -367,7 +366,9 @@ def train_ensemble(
             order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
             order, position = order.to(device), 0
             loss_sum.zero_()
-        epoch_factor = lr_factor(spec, epoch)
+        epoch_lr = lr * lr_factor(spec, epoch)  # float64 [M]
+        decay.set_rates(epoch_lr * wd, epoch_lr * bias_wd)
+        step_lr = epoch_lr.to(dtype).view(-1, 1, 1)
         epoch_started = time.perf_counter()
         while position < n_train:
             index = order[:, position : position + batch_size]
@@ -378,21 +379,12 @@ def train_ensemble(
             batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
             alive &= torch.isfinite(batch_losses)
             loss_sum += batch_losses.double() * index.shape[1]
-            live_lr = torch.where(alive, lr * epoch_factor, 0.0)  # float64
             v_rate = None
-            if v_weights is not None:
-                v_rate = live_lr * wd * torch.gather(v_weights, 1, index).mean(dim=1)
-            step = torch.where(alive.view(-1, 1, 1), delta, 0.0)
-            sgd_step(
-                params,
-                decay,
-                forward_inputs,
-                cache,
-                step.mul_(live_lr.to(dtype).view(-1, 1, 1)),
-                live_lr * wd,
-                live_lr * bias_wd,
-                v_rate,
-            )
+            if v_weights is not None:  # this batch's V decay: wd · mean of g over the batch
+                batch_g = torch.gather(v_weights, 1, index).mean(dim=1)
+                v_rate = decay.rate_table[decay.index["W1"]] * batch_g * alive
+            step = torch.where(alive.view(-1, 1, 1), delta, 0.0).mul_(step_lr)
+            sgd_step(params, decay, forward_inputs, cache, step, alive, v_rate)
             if arch.batch_norm:
                 update_running_stats(params, cache, index.shape[1], alive)
             decay.after_step(params)
