@@ -42,7 +42,9 @@ def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                             m: rng.uniform(0.1, 3)
                             for m in (
                                 "rank_galanti",
+                                "rank_cut",
                                 "effective_rank",
+                                "effective_rank_learned",
                                 "stable_rank",
                                 "residual_2",
                                 "eps_batch_max",

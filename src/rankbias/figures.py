@@ -154,7 +154,9 @@ def metric_figure(
     sweep: str = "weight_decay",
     layer: int = 1,
 ):
-    """Metrics of one layer against the swept value: seeds as points, medians as lines."""
+    """Metrics of one layer against the swept value: seeds as points, medians as lines (a metric
+    the table lacks, e.g. one written by an older version, is left out)."""
+    metrics = tuple(metric for metric in metrics if metric in table)
     rows = add_setting(table[table["layer"] == layer], sweep)
     settings = ordered_settings(rows)
     grid = sorted(rows[sweep].unique())
@@ -277,6 +279,7 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
     grid = sorted(rows[sweep].unique())
     rows = rows.assign(position=rows[sweep].map({value: i for i, value in enumerate(grid)}))
     metrics = ("rank_galanti", "effective_rank", "effective_rank_learned", _accuracy_metric(rows))
+    metrics = tuple(metric for metric in metrics if metric in rows)
     colors = _colors(rows[hue])
     figure, axes = plt.subplots(
         len(metrics),

@@ -333,7 +333,10 @@ def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict
 
 def regime_table(table: pd.DataFrame) -> list[dict]:
     """Per setting, how many members are in each claim's regime (first layer's rows; every
-    member counted once): trained normally, plateaued, decay horizon >= 3, moved."""
+    member counted once): trained normally, plateaued, decay horizon >= 3, moved. Empty for
+    tables without the controls (written by an older version)."""
+    if not {"decay_horizon", "movement"} <= set(table):
+        return []
     rows_in = add_setting(table[table["layer"] == 1], "weight_decay")
     rows = []
     for setting, group in rows_in.groupby("setting", sort=False):
@@ -349,7 +352,7 @@ def regime_table(table: pd.DataFrame) -> list[dict]:
                 f"moved ≥ {MOVED:g}": int((group["movement"] >= MOVED).sum()),
             }
         )
-    return rows if "decay_horizon" in table else []
+    return rows
 
 
 def settings_table(table: pd.DataFrame) -> list[dict]:
