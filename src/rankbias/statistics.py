@@ -1,0 +1,139 @@
+"""Seed statistics: seeds are samples, and a difference or a trend is tested across them
+(science.md, "Verdict rules (v2)", principle 3). One module, so that the claims and the report
+read the same numbers; scipy where it has the test.
+
+- `paired_test`: one-sided test of the mean of paired differences (one per seed): an exact
+  sign-flip permutation test up to EXACT_MAX seeds, Student's t with n − 1 degrees of freedom
+  above; the mean, its 95 % t interval and the p-value.
+- `trend_test`: Spearman's ρ of an axis with a metric within each seed, averaged over the seeds,
+  against the null that shuffles the metric within each seed (a stratified permutation test);
+  exact when the orderings are few, a fixed-seed Monte Carlo otherwise.
+
+Both say whether their design could reach p < α at all (`reachable`): three grid points and one
+seed cannot (the smallest p is 1/6). Such a case is *underpowered*, undecided, never failed, and
+`seeds_needed` says how many seeds would decide it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 0.05  # one-sided
+EXACT_MAX = 10  # seeds up to which the sign-flip test enumerates all 2^n sign patterns
+EXACT_ORDERINGS = 50_000  # enumerate the stratified permutations up to this many
+MONTE_CARLO = 20_000  # resamples of the stratified permutation test beyond that
+RNG_SEED = 20261129  # fixed: the same tables give the same p-values
+TIES = 1e-12  # a resampled statistic within this of the observed one counts as extreme
+
+
+def seeds_for_sign_flip(alpha: float = ALPHA) -> int:
+    """The fewest seeds with which an exact one-sided sign-flip test can reach p < alpha."""
+    return math.floor(math.log2(1 / alpha)) + 1
+
+
+def paired_test(differences, alternative: str = "greater", alpha: float = ALPHA) -> dict:
+    """Is the mean of `differences` (one per seed) above 0 (`greater`) or below it (`less`)?
+
+    Returns n, `effect` (the mean), `ci` (95 % t interval), `p`, the `test` used, `reachable`
+    (could this n reach p < alpha) and `seeds_needed` (for an exact test to be able to)."""
+    values = np.asarray(differences, dtype=float)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    needed = seeds_for_sign_flip(alpha)
+    if n == 0:
+        nan = math.nan
+        return {
+            "n": 0,
+            "effect": nan,
+            "ci": (nan, nan),
+            "p": nan,
+            "test": "no seed",
+            "reachable": False,
+            "seeds_needed": needed,
+        }
+    if n <= EXACT_MAX:
+        result = stats.permutation_test(
+            (values,),
+            np.mean,
+            permutation_type="samples",  # one sample: every sign pattern
+            alternative=alternative,
+            n_resamples=math.inf,
+        )
+        p, test, smallest_p = float(result.pvalue), f"exact sign-flip permutation, n = {n}", 2.0**-n
+    else:
+        p = float(stats.ttest_1samp(values, 0.0, alternative=alternative).pvalue)
+        test, smallest_p = f"t-test, {n - 1} df", 0.0
+    mean = float(values.mean())
+    if n >= 2 and values.std(ddof=1) > 0:
+        low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=stats.sem(values))
+    else:
+        low = high = mean
+    return {
+        "n": n,
+        "effect": mean,
+        "ci": (float(low), float(high)),
+        "p": p,
+        "test": test,
+        "reachable": smallest_p < alpha,
+        "seeds_needed": needed,
+    }
+
+
+def _mean_rho(x_ranks: np.ndarray, y_ranks: np.ndarray) -> np.ndarray:
+    """Mean over strata (axis −2) of Pearson's r of ranks, i.e. Spearman's ρ; 0 for a constant."""
+    x = x_ranks - x_ranks.mean(axis=-1, keepdims=True)
+    y = y_ranks - y_ranks.mean(axis=-1, keepdims=True)
+    scale = np.sqrt((x**2).sum(-1) * (y**2).sum(-1))
+    rho = np.divide((x * y).sum(-1), scale, out=np.zeros_like(scale), where=scale > 0)
+    return rho.mean(axis=-1)
+
+
+def trend_test(strata: list[tuple], alternative: str = "less", alpha: float = ALPHA) -> dict:
+    """Seed-combined Spearman trend. `strata`: one (axis values, metric values) pair per seed,
+    each over the same number k >= 2 of grid points. `less`: the metric falls as the axis grows.
+
+    Returns n (seeds), k, `effect` (mean ρ), `p`, the `test`, `reachable` and `seeds_needed`."""
+    strata = [(np.asarray(x, float), np.asarray(y, float)) for x, y in strata]
+    strata = [(x, y) for x, y in strata if len(x) >= 2 and np.isfinite(y).all()]
+    sizes = {len(x) for x, _ in strata}
+    if len(sizes) != 1:
+        return {
+            "n": len(strata),
+            "k": 0,
+            "effect": math.nan,
+            "p": math.nan,
+            "test": "no complete seed" if not strata else "seeds over different grids",
+            "reachable": False,
+            "seeds_needed": None,
+        }
+    k, seeds = sizes.pop(), len(strata)
+    x_ranks = np.stack([stats.rankdata(x) for x, _ in strata])
+    y_ranks = np.stack([stats.rankdata(y) for _, y in strata])
+    observed = float(_mean_rho(x_ranks, y_ranks))
+    orderings = math.factorial(k) ** seeds
+    if orderings <= EXACT_ORDERINGS:
+        single = np.array(list(itertools.permutations(range(k))))
+        picks = np.array(list(itertools.product(range(len(single)), repeat=seeds)))
+        orders, test = single[picks], "exact stratified permutation"
+    else:
+        keys = np.random.default_rng(RNG_SEED).random((MONTE_CARLO, seeds, k))
+        orders, test = keys.argsort(axis=-1), f"stratified permutation, {MONTE_CARLO} resamples"
+    null = _mean_rho(x_ranks[None], np.take_along_axis(y_ranks[None], orders, axis=-1))
+    if alternative == "less":
+        p = float((null <= observed + TIES).mean())
+    else:
+        p = float((null >= observed - TIES).mean())
+    needed = next(s for s in range(1, 64) if math.factorial(k) ** -s < alpha)
+    return {
+        "n": seeds,
+        "k": k,
+        "effect": observed,
+        "p": p,
+        "test": test,
+        "reachable": 1 / orderings < alpha,
+        "seeds_needed": needed,
+    }
