@@ -298,6 +298,15 @@ def test_a_stop_signal_before_training_exits_with_nothing_trained(tmp_path, teac
     assert not checkpoints.exists() and not out.exists()
 
 
+def test_without_a_checkpoint_directory_sigterm_ends_training_at_once(tmp_path, teacher_data):
+    job = TrainingProcess(train_command(PROCESS_SPEC, teacher_data, tmp_path / "out", None))
+    job.wait_for_line(*TRAINING_STARTED)
+    job.process.send_signal(signal.SIGTERM)
+    log = job.finish(timeout=READY_S)
+    assert job.process.returncode == -signal.SIGTERM, log  # the default action: nothing to save
+    assert not (tmp_path / "out" / "final.npz").exists()
+
+
 def test_a_checkpoint_of_other_code_is_not_resumed(monkeypatch):
     spec = spec_for(MEMBERS[:1], "mse")
     before = spec_digest(spec)

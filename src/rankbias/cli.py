@@ -43,7 +43,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     """Train one ensemble. A stop signal (caught since the process began, rankbias.stop_signals)
     ends the job with 128 + signal: before training, with nothing trained; during it, after a
-    checkpoint is saved (without a checkpoint directory, nothing is kept)."""
+    checkpoint is saved. Without a checkpoint directory, once set up, the signals' default
+    action (death) is back: there is nothing to save."""
     stop_signals.catch()  # again, for callers of main() that skipped `python -m rankbias`
     import torch
 
@@ -58,11 +59,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.checkpoint_dir:
         every_s = default_seconds() if args.checkpoint_seconds is None else args.checkpoint_seconds
         checkpointer = Checkpointer(args.checkpoint_dir, every_s, log=_log)
+    else:
+        stop_signals.release()  # no checkpoint to save: a stop signal ends the job at once
     try:
         stop_signals.stop_if_received("before training started: nothing was trained yet")
         result = train_ensemble(spec, arrays, log=_log, checkpointer=checkpointer)
     except stop_signals.Preempted as stop:
-        _log(f"{stop}; rerun the job to resume" if checkpointer else f"{stop}; nothing was kept")
+        _log(f"{stop}; rerun the job to resume")
         sys.exit(stop.exit_code)
     out = Path(args.out_dir)
     history = result.history

@@ -40,6 +40,13 @@ def catch() -> None:
         signal.signal(signum, _record)
 
 
+def release() -> None:
+    """Give SIGTERM/SIGUSR1 their default action back (a job with nothing to save dies of them
+    at once); a signal recorded before stays recorded."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def received() -> int | None:
     """The stop signal received so far, if any."""
     return _Received.signum

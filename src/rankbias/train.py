@@ -147,10 +147,10 @@ def _history_rows(
     W and of its learned part, the decay controls."""
     rows = []
     for layer in range(1, depth + 1):
-        name = f"W{layer}"
-        metrics = rank_metrics(singular_values(params[name]), **tolerances)
+        weight = f"W{layer}"
+        metrics = rank_metrics(singular_values(params[weight]), **tolerances)
         metrics |= control_columns(
-            params[name], init_weights[name], *decay.controls(name), tolerances
+            params[weight], init_weights[weight], *decay.controls(weight), tolerances
         )
         for member in range(params["W1"].shape[0]):
             row = {"epoch": epoch, "member_index": member, "layer": layer}
@@ -236,8 +236,9 @@ def train_ensemble(
             torch.as_tensor(arrays[f"x_{split}"], dtype=dtype, device=device),
             torch.as_tensor(arrays[f"y_{split}"], dtype=label_dtype, device=device),
         )
-        for split in splits
+        for split in splits[1:]
     }
+    evaluated = {"train": (x_train, y_train), **evaluated}
     out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
     arch = Arch(
         x_train.shape[1],
