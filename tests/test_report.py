@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from rankbias.report import _number, experiment_tables, run_table
+from rankbias.report import _number, experiment_tables, regime_table, run_table
 
 
 def test_number_formatting():
@@ -149,3 +149,27 @@ def test_claim_figures_are_embedded_once_then_linked():
         "reason": "",
     }
     assert rows[1]["result"] == "– undecided" and rows[1]["statistic"] == "–"
+
+
+def test_regime_table_counts_each_member_once_per_criterion():
+    table = pd.DataFrame(
+        {
+            "layer": [1, 1, 1, 1, 2],
+            "dataset": "d",
+            "depth": 2,
+            "width": 8,
+            "batch_size": 16,
+            "lr": 0.1,
+            "wd_function": "constant",
+            "weight_decay": [0.0, 0.1, 0.1, 0.1, 0.1],
+            "status": ["ok", "ok", "ok", "diverged", "ok"],
+            "plateaued_effective_rank": [1.0, 0.0, np.nan, 1.0, 1.0],
+            "decay_horizon": [0.0, 3.5, 3.0, 2.9, 3.5],
+            "movement": [0.01, 0.5, 0.2, 0.04, 0.5],
+        }
+    )
+    (row,) = regime_table(table)
+    assert row["members"] == 4 and row["ok"] == 3  # first-layer rows: one per member
+    assert row["plateaued (effective_rank)"] == 2 and row["plateau undecided"] == 1
+    assert row["h ≥ 3"] == 2 and row["moved ≥ 0.05"] == 2
+    assert regime_table(table.drop(columns="decay_horizon")) == []
