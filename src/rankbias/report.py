@@ -597,9 +597,32 @@ def build_context(
 METRIC_DEFINITIONS = [
     ("rank_galanti", "#{σ_i / ‖W‖_F > tol}, tol = 1e-3 (Paper B's code)"),
     ("rank_rel", "#{σ_i / σ_1 > τ}, τ = 1e-3 (Paper B's text)"),
+    (
+        "rank_cut",
+        "#{σ_i / σ_1 > 0.1} (metrics.rank_cut): the directions that carry weight; the "
+        "planted-rank control compares it with the teacher's k",
+    ),
     ("stable_rank", "‖W‖_F² / σ_1²"),
     ("effective_rank", "exp(−Σ p_i ln p_i), p_i = σ_i / Σ_j σ_j (Roy & Vetterli 2007)"),
     ("residual_k", "‖W − W_k‖_F / ‖W‖_F, W_k the best rank-k approximation, k = 1, 2"),
+    (
+        "init_factor, decay_horizon",
+        "s_T = Π_t (1 − lr_t·wd), the share of the random initialisation W_0 left in W_T, and "
+        "h = Σ_t lr_t·wd (e^−h ≈ s_T); Paper B's large-T regime is h ≥ 3",
+    ),
+    ("movement", "‖W_T − W_0‖_F / ‖W_0‖_F"),
+    (
+        "<metric>_learned",
+        "the metric of the learned part L = W_T − s_T·W_0: a rank that falls in W but not in L "
+        "is the initialisation fading away, not a learned low-rank structure",
+    ),
+    (
+        "plateaued_<metric>",
+        "1 when the metric changed by ≤ 5 % (metrics.plateau_tol) over the logged epochs of the "
+        "last quarter of training, 0 when not, empty (undecided) with fewer than two logged "
+        "epochs there; plateau_change_<metric> is the change",
+    ),
+    ("val_loss, val_acc", "on the validation rows carved from the training set (default 10 %)"),
     (
         "eps_batch_max / _mean",
         "max / mean over every batch of `eps_epochs` freshly shuffled epochs "
@@ -618,8 +641,9 @@ METRIC_DEFINITIONS = [
         "units_*",
         "fractions of the m hidden units of V with z_j(x) = V_j·x + b_j over the training "
         "inputs: collapsed (‖V_j‖ + |b_j| < 1e-6·max), dead (z ≤ 0 for all x), linear (z > 0 for "
-        "all x), zero_input (|z| < 1e-8 for some x); a unit can be in several",
+        "all x), zero_input (live, and |z| < 1e-6·(‖V_j‖·‖x‖ + |b_j|) for some x: at its kink)",
     ),
+    ("<metric>_live", "the metric of V over its live units (neither collapsed nor dead)"),
     (
         "galanti_bound_ε",
         "B·log(2/ε)/(2·lr·λ), λ = wd/2, at the last epoch's learning rate: Paper B's Theorem 3.3 "
