@@ -26,6 +26,7 @@ from conftest import (
     pause_training_with_a_checkpoint,
     project,
     snakemake,
+    training_processes,
     wait_for,
 )
 
@@ -165,9 +166,13 @@ def test_a_requeued_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_
     ).stdout.split("\n")
     (job_id,) = [line.split()[0] for line in running if "rule_train_" in line]
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # as a preemption does
-    # back in the queue, a requeued job waits out a hold-off; let it go at once (a short test)
+    # SLURM continues and signals the paused job: it saves its checkpoint and exits
+    wait_for(lambda: not training_processes(workdir), "the requeued job's training to exit", 120)
     wait_for(lambda: job_state(job_id) == "PENDING", f"job {job_id} to be requeued", 120)
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    # back in the queue, a requeued job waits out a hold-off; let it go, but in a later second
+    # than the requeue: slurmd rejects a launch whose credential dates from the second its
+    # predecessor's was revoked ("Killing non-startable batch job: Job credential revoked")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+1"], check=True)
     log = process.communicate()[0]
     assert process.returncode == 0, log[-5000:]
     train_log = (workdir / "logs" / "train" / f"{GROUP}.log").read_text()
