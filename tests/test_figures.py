@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from rankbias.figures import add_setting, draw_figure
+from rankbias.figures import RANK_PANELS, add_setting, draw_figure
 from rankbias.plan import FIGURE_KINDS
 
 
@@ -41,12 +41,7 @@ def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                         **{
                             m: rng.uniform(0.1, 3)
                             for m in (
-                                "rank_galanti",
-                                "rank_cut",
-                                "effective_rank",
-                                "effective_rank_learned",
-                                "stable_rank",
-                                "residual_2",
+                                *RANK_PANELS,
                                 "eps_batch_max",
                                 "thm26_ratio",
                                 "units_dead",

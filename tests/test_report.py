@@ -17,16 +17,21 @@ def test_number_formatting():
     ]
 
 
+TWO_LAYER_SETTING = {
+    "dataset": "d",
+    "depth": 2,
+    "width": 8,
+    "batch_size": 16,
+    "lr": 0.1,
+    "wd_function": "constant",
+}
+
+
 def test_run_table_takes_medians_over_healthy_members_only():
     table = pd.DataFrame(
         {
             "layer": 1,
-            "dataset": "d",
-            "depth": 2,
-            "width": 8,
-            "batch_size": 16,
-            "lr": 0.1,
-            "wd_function": "constant",
+            **TWO_LAYER_SETTING,
             "weight_decay": [0.0, 0.0, 0.0, 0.1, 0.1],
             "status": ["ok", "ok", "collapsed", "ok", "diverged"],
             "rank_galanti": [8.0, 6.0, 0.0, 2.0, np.nan],
@@ -155,12 +160,7 @@ def test_regime_table_counts_each_member_once_per_criterion():
     table = pd.DataFrame(
         {
             "layer": [1, 1, 1, 1, 2],
-            "dataset": "d",
-            "depth": 2,
-            "width": 8,
-            "batch_size": 16,
-            "lr": 0.1,
-            "wd_function": "constant",
+            **TWO_LAYER_SETTING,
             "weight_decay": [0.0, 0.1, 0.1, 0.1, 0.1],
             "status": ["ok", "ok", "ok", "diverged", "ok"],
             "plateaued_effective_rank": [1.0, 0.0, np.nan, 1.0, 1.0],
