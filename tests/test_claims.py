@@ -1,4 +1,6 @@
-"""Verdict engine: every kind of check on synthetic tables, edge cases, and registry validation."""
+"""Verdict engine (v2): seed tests, regimes, controls, scope, stability, concern findings, and per
+claim of the shipped registry a synthetic table that drives its rule to supported and another to
+contradicted (principle 1: reachable both ways)."""
 
 import itertools
 
@@ -10,13 +12,34 @@ from conftest import ROOT
 from snakemake.utils import validate
 
 from rankbias import claims
-from rankbias.claims import ClaimError, check_registry, evaluate, evaluate_check
+from rankbias.claims import ClaimError, check_registry, evaluate
 
 SCHEMA = ROOT / "workflow" / "schemas" / "claims.schema.yaml"
+ALPHA = 0.05
+GRID = {
+    "weight_decay": [0.0, 0.01, 0.03, 0.1],
+    "batch_size": [16, 32, 64],
+    "lr": [0.05, 0.1, 0.2],
+    "wd_function": ["constant", "input_norm", "target_abs"],
+}
+IN_REGIME = {
+    "status": "ok",
+    "status_reason": "",
+    "decay_horizon": 5.0,
+    "movement": 0.5,
+    "norm_ratio": 1.0,
+    "rows": 128,
+    "cols": 128,
+    "steps": 1000,
+    "fro_norm": 1.0,
+    **{f"plateaued_{m}": 1.0 for m in ("effective_rank", "effective_rank_learned")},
+    **{f"plateaued_{m}": 1.0 for m in ("residual_2", "train_loss")},
+}
 
 
-def member_rows(settings: list[dict], seeds=(0, 1, 2), layers=(1, 2), **metrics) -> pd.DataFrame:
-    """One row per (setting, seed, layer); metric columns: values or functions of the row."""
+def member_rows(settings, seeds=range(5), layers=(1, 2, 3), **metrics) -> pd.DataFrame:
+    """One row per (setting, seed, layer), in the claim's regime; metric columns: values or
+    functions of the row."""
     rows = []
     for index, (setting, seed) in enumerate(itertools.product(settings, seeds)):
         for layer in layers:
@@ -35,9 +58,8 @@ def member_rows(settings: list[dict], seeds=(0, 1, 2), layers=(1, 2), **metrics)
                 "lr": 0.1,
                 "weight_decay": 0.01,
                 "wd_function": "constant",
-                "status": "ok",
-                "status_reason": "",
                 "layer": layer,
+                **IN_REGIME,
                 **setting,
             }
             for name, value in metrics.items():
@@ -46,86 +68,83 @@ def member_rows(settings: list[dict], seeds=(0, 1, 2), layers=(1, 2), **metrics)
     return pd.DataFrame(rows)
 
 
-def run(check: dict, table: pd.DataFrame, history: pd.DataFrame | None = None) -> dict:
-    return evaluate_check(check, ["exp"], {"exp": table}, {"exp": history})
+def run(check: dict, table: pd.DataFrame) -> dict:
+    """One check evaluated as a one-check claim, without resamples."""
+    registry = {
+        "papers": {"X": "x"},
+        "concerns": {},
+        "claims": {
+            "X1": {"paper": "X", "source": "s", "claim": "c", "concerns": [], "checks": [check]}
+        },
+    }
+    config = {"experiments": {"exp": {"claims": ["X1"], "runs": []}}}
+    return evaluate(registry, config, {"exp": table}, resamples=0)["claims"][0]
 
 
-LEVEL = {"kind": "level", "metric": "residual_2", "comparison": "<=", "threshold": 0.05}
+def outcomes(result: dict) -> dict:
+    return {case["case"]: case["outcome"] for case in result["checks"][0]["cases"]}
 
 
-def test_level_names_the_settings_where_the_claim_holds_and_fails():
+# ---------------------------------------------------------------- deciding one case
+
+
+def test_a_level_passes_or_fails_only_when_the_seeds_agree_beyond_chance():
+    below = claims.decide_values([0.01, 0.02, 0.01, 0.03, 0.02], "<=", 0.05, ALPHA)
+    assert below["outcome"] == "pass" and below["p"] == pytest.approx(1 / 32)
+    above = claims.decide_values([0.2, 0.3, 0.2, 0.25, 0.4], "<=", 0.05, ALPHA)
+    assert above["outcome"] == "fail" and above["ci"][0] > 0.05
+    straddle = claims.decide_values([0.01, 0.09, 0.02, 0.08, 0.05], "<=", 0.05, ALPHA)
+    assert straddle["outcome"] == "undecided" and "straddle" in straddle["reason"]
+    three = claims.decide_values([0.01, 0.01, 0.01], "<=", 0.05, ALPHA)  # best p = 1/8
+    assert three["outcome"] == "underpowered" and three["seeds_needed"] == 5
+    assert "3 seeds cannot reach" in three["reason"]
+
+
+def test_a_value_on_the_line_fails_a_strict_comparison_and_passes_a_loose_one():
+    zeros = [0.0] * 5
+    assert claims.decide_values(zeros, ">", 0, ALPHA)["outcome"] == "fail"
+    assert claims.decide_values(zeros, ">=", 0, ALPHA)["outcome"] == "pass"
+
+
+def test_members_outside_the_regime_make_a_case_undecided_with_the_reason_never_failed():
+    check = {"kind": "level", "metric": "residual_2", "comparison": "<=", "threshold": 0.05}
+    check["regime"] = {"plateaued": ["residual_2"], "min_horizon": 3}
+    table = member_rows([{}], layers=(1, 2), residual_2=0.5)
+    assert run(check, table)["verdict"] == "contradicted"
+    table.loc[table["seed"] < 2, "plateaued_residual_2"] = 0.0
+    table.loc[table["seed"] == 4, "decay_horizon"] = 1.0
+    case = run(check, table)["checks"][0]["cases"][0]
+    assert case["outcome"] == "undecided"
+    assert case["reason"] == "outside the regime: 2 residual_2 not plateaued, 1 h < 3"
+    table["plateaued_residual_2"] = np.nan  # too few logged epochs to tell
+    assert "plateau of residual_2 undecided" in run(check, table)["checks"][0]["cases"][0]["reason"]
+    table["status"] = "collapsed"
+    assert run(check, table)["verdict"] == "inconclusive"
+
+
+def test_a_control_that_fails_makes_the_case_fail_for_its_stated_reason():
+    check = {
+        "kind": "trend",
+        "axis": "weight_decay",
+        "metric": "effective_rank",
+        "control_metric": "effective_rank_learned",
+        "control_reason": "explained by forgetting the initialisation",
+        "comparison": "<=",
+        "min_spread": 0.05,
+    }
+    settings = [{"weight_decay": wd} for wd in GRID["weight_decay"]]
+    falling = lambda r: 100 - 300 * r["weight_decay"] + 0.1 * r["seed"]  # noqa: E731
     table = member_rows(
-        [{"weight_decay": 0.01}, {"weight_decay": 0.1}],
-        residual_2=lambda r: 0.2 + 0.01 * r["seed"] if r["weight_decay"] == 0.01 else 0.01,
+        settings, layers=(1, 2), effective_rank=falling, effective_rank_learned=falling
     )
-    result = run(LEVEL, table)
-    assert result["verdict"] == "mixed" and (result["passed"], result["decided"]) == (1, 2)
-    by_case = {case["case"]: case for case in result["cases"]}
-    assert by_case["exp · d · wd=0.01"]["value"] == pytest.approx(0.21)  # median of 0.20..0.22
-    assert by_case["exp · d · wd=0.01"]["passes"] is False
-    assert by_case["exp · d · wd=0.1"]["passes"] is True and by_case["exp · d · wd=0.1"]["n"] == 3
-    assert result["holds_at"] == ["exp · d · wd=0.1"]
-    assert result["fails_at"] == ["exp · d · wd=0.01"]
-    # the verdict becomes "supported" at a threshold >= 0.21 and "contradicted" below 0.01
-    assert result["flip"]["all_pass_at"] == pytest.approx(0.21)
-    assert result["flip"]["none_pass_at"] == pytest.approx(0.01)
+    assert run(check, table)["verdict"] == "supported"
+    table["effective_rank_learned"] = 50 + 0.1 * table["seed"] * table["weight_decay"]
+    case = run(check, table)["checks"][0]["cases"][0]
+    assert case["outcome"] == "fail" and case["reason"].startswith("explained by forgetting")
+    assert case["control"]["outcome"] == "fail"
 
 
-def test_excluded_members_do_not_enter_the_medians_and_are_listed():
-    table = member_rows([{}], residual_2=lambda r: 0.01 if r["seed"] < 2 else 0.9)
-    table.loc[table["seed"] == 2, ["status", "status_reason"]] = ["collapsed", "chance accuracy"]
-    result = run(LEVEL, table)
-    assert result["verdict"] == "supported" and result["cases"][0]["n"] == 2
-    excluded = claims.excluded_members({"exp": table}, ["exp"])
-    assert len(excluded) == 1 and excluded[0]["reason"] == "chance accuracy"
-
-
-def test_all_runs_diverged_is_inconclusive():
-    table = member_rows([{}], residual_2=np.nan)
-    table[["status", "status_reason"]] = ["diverged", "non-finite loss"]
-    result = run(LEVEL, table)
-    assert result["cases"] == [] and result["verdict"] == "inconclusive"
-    assert result["flip"] == {}
-
-
-def test_target_and_relative_to():
-    table = member_rows(
-        [{"lr": 0.1}, {"lr": 0.2}],
-        norm_ratio=lambda r: 1.02 if r["lr"] == 0.1 else 0.8,
-        rank_eps_01=1.0,
-    )
-    check = {**LEVEL, "metric": "norm_ratio", "target": 1, "threshold": 0.05}
-    values = sorted(case["value"] for case in run(check, table)["cases"])
-    assert values == pytest.approx([0.02, 0.2])
-    table["galanti_bound_0.1"] = 4.0
-    table["rank_eps_0.1"] = np.where(table["seed"] == 1, 6.0, 2.0)
-    bound = {**LEVEL, "metric": "rank_eps_0.1", "relative_to": "galanti_bound_0.1"}
-    bound |= {"statistic": "max", "threshold": 1}
-    result = run(bound, table)  # the max over seeds catches the one member above its bound
-    assert [case["value"] for case in result["cases"]] == [1.5, 1.5]
-    assert result["verdict"] == "contradicted"
-
-
-def test_one_seed_decides_levels_but_leaves_a_standard_error_undecided():
-    table = member_rows(
-        [{"weight_decay": 0.0}, {"weight_decay": 0.01}],
-        seeds=(0,),
-        residual_2=0.01,
-        test_acc=lambda r: 0.90 if r["weight_decay"] == 0 else 0.92,
-        test_loss=0.3,
-        gap=0.0,
-    )
-    assert run(LEVEL, table)["verdict"] == "supported"
-    z = run({"kind": "wd_benefit", "statistic": "z", "comparison": ">=", "threshold": 2}, table)
-    assert z["verdict"] == "inconclusive" and z["cases"][0]["reason"].startswith("one seed")
-    difference = run({"kind": "wd_benefit", "comparison": ">=", "threshold": 0}, table)
-    assert difference["cases"][0]["value"] == pytest.approx(0.02)
-    assert difference["verdict"] == "supported"
-
-
-def trend_table(rank) -> pd.DataFrame:
-    settings = [{"batch_size": b, "lr": lr} for b in (16, 64, 256) for lr in (0.05, 0.2)]
-    return member_rows(settings, seeds=(0, 1), layers=(1, 2), effective_rank=rank)
+# ---------------------------------------------------------------- trends
 
 
 TREND = {
@@ -134,91 +153,332 @@ TREND = {
     "metric": "effective_rank",
     "layers": "hidden",
     "comparison": ">=",
-    "threshold": 0.5,
     "min_spread": 0.05,
 }
 
 
-def test_trend_is_computed_inside_each_slice_of_the_other_axis():
-    # rank rises with B at lr 0.2 (10 % spread) but is flat at lr 0.05: one slice fails as no effect
-    result = run(TREND, trend_table(lambda r: 100 + (r["batch_size"] > 16) * 10 * (r["lr"] == 0.2)))
-    by_case = {case["case"]: case for case in result["cases"]}
+def trend_table(rank, seeds=range(2)) -> pd.DataFrame:
+    settings = [{"batch_size": b, "lr": lr} for b in (16, 32, 64) for lr in (0.05, 0.2)]
+    return member_rows(settings, seeds=seeds, layers=(1, 2), effective_rank=rank)
+
+
+def test_a_trend_is_tested_inside_each_slice_and_a_flat_slice_is_no_effect():
+    rank = lambda r: 100 + (r["batch_size"] / 16) * 10 * (r["lr"] == 0.2) + 0.01 * r["seed"]  # noqa: E731
+    result = run(TREND, trend_table(rank))
+    by_case = outcomes(result)
     assert set(by_case) == {"exp · d · lr=0.05 · W1", "exp · d · lr=0.2 · W1"}  # W2 is the output
-    rising = by_case["exp · d · lr=0.2 · W1"]
-    # ties: 100, 110, 110 against 16, 64, 256 -> average ranks give rho = 0.866
-    assert rising["value"] == pytest.approx(np.sqrt(3) / 2) and rising["passes"] is True
-    flat = by_case["exp · d · lr=0.05 · W1"]
-    assert flat["passes"] is False and flat["reason"].startswith("no effect")
+    assert by_case["exp · d · lr=0.2 · W1"] == "pass"
+    flat = [c for c in result["checks"][0]["cases"] if c["case"].endswith("lr=0.05 · W1")][0]
+    assert flat["outcome"] == "fail" and flat["reason"].startswith("no effect")
     assert result["verdict"] == "mixed"
-    assert result["flip"]["nearest_case"] == "exp · d · lr=0.2 · W1"  # the flat slice has no rho
+    assert result["scope"]["text"].startswith("holds at lr ≥ 0.2; fails at lr < 0.2")
 
 
-def test_trend_with_two_values_is_undecided_and_opposite_sign_contradicts():
-    table = trend_table(lambda r: 200 - r["batch_size"] / 4)
-    assert run(TREND, table)["verdict"] == "contradicted"
-    two = table[table["batch_size"] < 256]
-    result = run(TREND, two)
-    assert result["verdict"] == "inconclusive"
-    assert all(case["reason"].startswith("fewer than 3") for case in result["cases"])
+def test_a_trend_the_wrong_way_fails_and_one_seed_of_three_points_is_underpowered():
+    falling = lambda r: 200 - r["batch_size"] + 0.01 * r["seed"]  # noqa: E731
+    assert run(TREND, trend_table(falling))["verdict"] == "contradicted"
+    one_seed = run(TREND, trend_table(falling, seeds=[0]))
+    case = one_seed["checks"][0]["cases"][0]
+    assert case["outcome"] == "underpowered" and case["seeds_needed"] == 2  # 3! = 6 orderings
+    assert one_seed["verdict"] == "inconclusive" and one_seed["reachable"] == ["inconclusive"]
+    two_points = run(TREND, trend_table(falling)[lambda t: t["batch_size"] < 64])
+    assert all(c["reason"].startswith("fewer than 3") for c in two_points["checks"][0]["cases"])
 
 
-def test_spread_over_two_axes_per_layer():
-    table = trend_table(lambda r: 100 - 20 * (r["lr"] == 0.2) * (r["layer"] == 1))
-    table["weight_decay"] = 0.0
+def test_equal_epoch_slices_are_reported_apart_when_steps_must_be_equal():
+    rising = lambda r: 100 + r["batch_size"] + 0.01 * r["seed"]  # noqa: E731
+    table = trend_table(rising)
+    assert run({**TREND, "equal_steps": True}, table)["verdict"] == "supported"
+    table["steps"] = 16_000 // table["batch_size"]  # equal epochs: fewer steps at larger B
+    case = run({**TREND, "equal_steps": True}, table)["checks"][0]["cases"][0]
+    assert case["outcome"] == "undecided" and "confounded with the step count" in case["reason"]
+
+
+# ---------------------------------------------------------------- paired settings
+
+
+def benefit_table(test_gain: float, val_gain: float, spread: float = 0.002) -> pd.DataFrame:
+    """Error 0.2 at wd = 0; wd = 0.01 gains `test_gain` on test, `val_gain` on validation; wd =
+    0.1 gains 0.01 on validation and nothing on test."""
+
+    def error(split):
+        def value(row):
+            wd, seed = row["weight_decay"], row["seed"]
+            gain = {0.0: 0.0, 0.01: test_gain if split == "test" else val_gain, 0.1: 0.0}[wd]
+            if split == "val" and wd == 0.1:
+                gain = 0.01
+            return 0.8 + gain - spread * (seed - 2) * (wd > 0)
+
+        return value
+
+    settings = [{"weight_decay": wd} for wd in (0.0, 0.01, 0.1)]
+    return member_rows(
+        settings, layers=(1, 2), test_acc=error("test"), val_acc=error("val"), gap=0.0
+    )
+
+
+def test_the_best_weight_decay_is_picked_on_validation_not_on_test():
+    check = {"kind": "wd_benefit", "comparison": ">", "threshold": 0}
+    honest = run(check, benefit_table(test_gain=0.03, val_gain=0.02))
+    case = honest["checks"][0]["cases"][0]
+    assert case["best_wd"] == 0.01 and case["outcome"] == "pass"
+    assert case["value"] == pytest.approx(0.03)
+    # wd = 0.01 is best on test, but validation prefers 0.1, which gains nothing on test
+    peeking = run(check, benefit_table(test_gain=0.03, val_gain=0.005))
+    assert peeking["checks"][0]["cases"][0]["best_wd"] == 0.1
+    assert peeking["verdict"] != "supported"
+
+
+def test_the_marginal_effect_band_of_b6_goes_both_ways():
+    check = {"kind": "wd_benefit", "band": [0, 0.02], "comparison": ">="}
+    assert run(check, benefit_table(0.01, 0.02, spread=0.0005))["verdict"] == "supported"
+    assert run(check, benefit_table(0.05, 0.06, spread=0.0005))["verdict"] == "contradicted"
+    assert run(check, benefit_table(-0.02, 0.02, spread=0.0005))["verdict"] == "contradicted"
+    wide = run(check, benefit_table(0.01, 0.02, spread=0.02))["checks"][0]["cases"][0]
+    assert wide["outcome"] == "undecided" and "95 % CI" in wide["reason"]
+
+
+def test_no_effect_without_weight_decay_needs_the_power_to_see_one_with_it():
     check = {
         "kind": "spread",
         "axes": ["batch_size", "lr"],
         "metric": "effective_rank",
-        "layers": "all",
+        "layers": "hidden",
+        "where": {"weight_decay": "== 0"},
+        "power_where": {"weight_decay": "> 0"},
+        "regime": {"min_movement": 0.05},
         "comparison": "<=",
         "threshold": 0.1,
     }
-    cases = {case["case"]: case for case in run(check, table)["cases"]}
+    settings = [
+        {"batch_size": b, "lr": lr, "weight_decay": wd}
+        for b in (16, 64)
+        for lr in (0.05, 0.2)
+        for wd in (0.0, 0.01)
+    ]
+    effect = lambda r: 100 - 20 * (r["lr"] == 0.2) * (r["weight_decay"] > 0) + 0.1 * r["seed"]  # noqa: E731
+    table = member_rows(settings, layers=(1, 2), effective_rank=effect)
+    assert run(check, table)["verdict"] == "supported"
+    table["effective_rank"] = 100 + 0.1 * table["seed"]  # no effect with weight decay either
+    case = run(check, table)["checks"][0]["cases"][0]
+    assert case["outcome"] == "undecided" and case["reason"].endswith("no power")
+    table["effective_rank"] = table.apply(
+        lambda r: 100 - 20 * (r["lr"] == 0.2) + 0.1 * r["seed"], axis=1
+    )
+    assert run(check, table)["verdict"] == "contradicted"
+    table["movement"] = 0.01
+    assert "barely moved" in run(check, table)["checks"][0]["cases"][0]["reason"]
+
+
+# ---------------------------------------------------------------- verdicts, scope, stability
+
+
+def test_verdicts_pool_deciding_cases_and_ignore_context_checks():
+    assert claims.verdict_of(["pass", "undecided", "underpowered"]) == "supported"
+    assert claims.verdict_of(["fail", "undecided"]) == "contradicted"
+    assert claims.verdict_of(["pass", "fail"]) == "mixed"
     assert (
-        cases["exp · d · W1"]["value"] == pytest.approx(0.2) and not cases["exp · d · W1"]["passes"]
+        claims.verdict_of(["undecided", "underpowered"]) == claims.verdict_of([]) == "inconclusive"
     )
-    assert cases["exp · d · W2"]["value"] == 0 and cases["exp · d · W2"]["passes"]
-    assert cases["exp · d · W1"]["n"] == 6
+    assert claims.combined_verdict(["supported", "contradicted"], "all") == "contradicted"
+    assert claims.combined_verdict(["supported", "inconclusive"], "all") == "inconclusive"
 
 
-def test_from_init_and_wd_effect_pair_members():
-    table = member_rows(
-        [{"weight_decay": 0.0}, {"weight_decay": 0.01}],
-        effective_rank=lambda r: 90.0 if r["weight_decay"] == 0 else 45.0 + r["seed"],
+def test_the_scope_names_the_axis_that_separates_passing_from_failing_cases():
+    def case(outcome, dataset, wd):
+        return {
+            "outcome": outcome,
+            "case": dataset,
+            "setting": {"dataset": dataset, "weight_decay": wd},
+        }
+
+    cases = [case("pass", "housing", 0.1), case("fail", "mnist", 0.1), case("fail", "mnist", 0.01)]
+    cases += [case("fail", "fashion", 0.1), case("pass", "housing", 0.01)]
+    found = claims.scope(cases)
+    assert found["axis"] == "dataset" and found["fits"] == 5
+    assert (
+        found["text"]
+        == "holds on housing; fails on fashion, mnist (5 of 5 decided cases fit this split)"
     )
-    history = table[["group", "member", "layer"]].assign(epoch=0, effective_rank=100.0)
-    check = {"kind": "from_init", "metric": "effective_rank", "comparison": ">=", "threshold": 0.8}
-    check["where"] = {"weight_decay": "== 0"}
-    result = run(check, table, history)
-    assert [case["value"] for case in result["cases"]] == [0.9] and result["verdict"] == "supported"
-    effect = {"kind": "wd_effect", "metric": "effective_rank", "comparison": "<=", "threshold": 0.9}
-    result = run(effect, table)
-    assert [case["value"] for case in result["cases"]] == pytest.approx([46 / 90])
-    assert result["cases"][0]["case"] == "exp · d · wd=0.01"
+    numeric = [case("pass", "d", 0.1), case("pass", "d", 0.03), case("fail", "d", 0.01)]
+    assert claims.scope(numeric)["text"].startswith("holds at wd ≥ 0.03; fails at wd < 0.03")
 
 
-def test_tau_per_data_set():
-    table = member_rows(
-        [{"weight_decay": wd} for wd in (0.0, 0.001, 0.01, 0.1)],
-        seeds=(0,),
-        layers=(1, 2),
-        effective_rank=lambda r: 100 - 500 * r["weight_decay"],
-        gap=lambda r: 0.1 - r["weight_decay"],
-    )
-    check = {"kind": "tau", "metric": "effective_rank", "comparison": ">=", "threshold": 0.5}
-    result = run(check, table)
-    assert [case["value"] for case in result["cases"]] == [1.0] and result["cases"][0]["n"] == 4
+def test_a_verdict_carried_by_one_seed_is_flagged_unstable():
+    check = {"kind": "level", "metric": "residual_2", "comparison": "<=", "threshold": 0.05}
+    registry = {
+        "papers": {"X": "x"},
+        "concerns": {},
+        "claims": {
+            "X1": {"paper": "X", "source": "s", "claim": "c", "concerns": [], "checks": [check]}
+        },
+    }
+    config = {"experiments": {"exp": {"claims": ["X1"], "runs": []}}}
+    steady = member_rows([{}], layers=(1, 2), residual_2=lambda r: 0.01 + 0.001 * r["seed"])
+    result = evaluate(registry, config, {"exp": steady}, resamples=200)["claims"][0]
+    assert result["stability"]["agreement"] == 1.0 and result["shown_verdict"] == "supported"
+    # seed 4 alone keeps the claim from passing: resamples without it (a third) pass
+    shaky = member_rows([{}], layers=(1, 2), residual_2=lambda r: 0.5 if r["seed"] == 4 else 0.01)
+    result = evaluate(registry, config, {"exp": shaky}, resamples=200)["claims"][0]
+    assert result["verdict"] == "inconclusive"
+    assert 0.5 < result["stability"]["agreement"] < 0.8
+    assert result["stability"]["competing"] == "supported"
+    assert not result["stability"]["stable"] and result["shown_verdict"] == "unstable"
+    again = evaluate(registry, config, {"exp": shaky}, resamples=200)["claims"][0]
+    assert again["stability"] == result["stability"]  # fixed RNG: same tables, same share
 
 
-def test_verdicts_pool_the_cases_of_all_checks():
-    assert claims.verdict_of([{"passes": True}, {"passes": None}]) == "supported"
-    assert claims.verdict_of([{"passes": False}, {"passes": None}]) == "contradicted"
-    assert claims.verdict_of([{"passes": True}, {"passes": False}]) == "mixed"
-    assert claims.verdict_of([{"passes": None}]) == claims.verdict_of([]) == "inconclusive"
+# ---------------------------------------------------------------- the shipped registry
 
 
 def registry() -> dict:
     return yaml.safe_load((ROOT / "config" / "claims.yaml").read_text())
+
+
+def synthetic(claim_id: str, supported: bool, seeds=range(5)) -> pd.DataFrame:
+    """A table on which the shipped rule of `claim_id` should say supported (or contradicted):
+    every member in the regime, metric values on the claim's side of each rule (or the other)."""
+    good = 1 if supported else -1
+    settings = [
+        dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())
+    ]
+    table = member_rows(settings, seeds=seeds)
+    jitter = 0.001 * table["seed"]
+    wd, lr, batch = table["weight_decay"], table["lr"], table["batch_size"]
+    index = {axis: table[axis].map({v: i for i, v in enumerate(GRID[axis])}) for axis in GRID}
+    table["gap"] = 0.001 * (index["weight_decay"] + 4 * index["batch_size"] + 12 * index["lr"])
+    table["gap"] += 0.0001 * index["wd_function"] + 1e-6 * table["seed"]
+    low, high = 0.01 + jitter, 0.3 + jitter
+    if claim_id == "A1":
+        table["residual_2"] = low if supported else high
+    elif claim_id == "A2":
+        table["residual_2"] = high
+        table["residual_2_learned"] = high if supported else low
+    elif claim_id in ("A3", "B2", "B3", "B4"):
+        axis = {"A3": "weight_decay", "B2": "batch_size", "B3": "lr", "B4": "weight_decay"}[
+            claim_id
+        ]
+        sign = 1 if claim_id == "B2" else -1
+        table["effective_rank"] = 100 + good * sign * 10 * index[axis] + jitter
+        table["effective_rank_learned"] = table["effective_rank"]
+    elif claim_id in ("A4", "B6"):
+        gain = {"A4": 0.03, "B6": 0.01}[claim_id] * (wd == 0.03) - 0.01 * (wd == 0.1)
+        error = 0.2 - (gain if supported else -0.03 * (wd > 0)) + jitter * (wd > 0)
+        table["test_acc"] = table["val_acc"] = 1 - error
+        table["effective_rank"] = 100 + 100 * table["gap"]
+    elif claim_id == "A5":
+        table["eps_batch_max"] = (0.05 if supported else 0.5) * wd * table["fro_norm"] + jitter * wd
+    elif claim_id == "A6":
+        table["thm26_ratio"] = (0.5 if supported else 5.0) + jitter
+    elif claim_id == "A7":
+        table["bound_paramcount_rankr"] = 0.5 + table["gap"] if supported else 2.0 - table["gap"]
+        table["bound_grs"] = table["bound_spectral"] = -table["gap"] if supported else table["gap"]
+    elif claim_id == "A8":
+        constant = table["wd_function"] == "constant"
+        table["residual_1"] = np.where(constant, low if supported else high, high)
+        table["residual_2"] = low if supported else high
+    elif claim_id == "B1":
+        table["effective_rank"] = np.where(wd == 0, 100.0, 50.0 if supported else 100.0) + jitter
+        table["effective_rank_learned"] = table["effective_rank"]
+    elif claim_id == "B5":
+        moves = 100 - 10 * index["batch_size"] - 10 * index["lr"] + jitter
+        table["effective_rank"] = np.where(wd > 0, moves, 100 + jitter if supported else moves)
+    elif claim_id == "B7":
+        for eps in (0.1, 0.5):
+            table[f"galanti_bound_{eps}"] = 10.0
+            table[f"sv_above_{eps}"] = (5.0 if supported else 20.0) + jitter
+    elif claim_id == "B8":
+        table["norm_ratio"] = 1 + (0.01 if supported else 0.2) + jitter
+    del lr, batch
+    return table
+
+
+CLAIMS = [f"A{i}" for i in range(1, 9)] + [f"B{i}" for i in range(1, 9)]
+
+
+def one_experiment(claim_id: str) -> dict:
+    return {"experiments": {"exp": {"claims": [claim_id], "runs": []}}}
+
+
+@pytest.mark.parametrize("claim_id", CLAIMS)
+@pytest.mark.parametrize("supported", [True, False], ids=["supported", "contradicted"])
+def test_every_shipped_rule_is_reachable_both_ways(claim_id, supported):
+    table = synthetic(claim_id, supported)
+    result = evaluate(registry(), one_experiment(claim_id), {"exp": table}, resamples=0)
+    claim = {c["id"]: c for c in result["claims"]}[claim_id]
+    expected = "supported" if supported else "contradicted"
+    assert claim["verdict"] == expected, claim["evidence"]
+    assert {"supported", "contradicted"} <= set(claim["reachable"])
+
+
+@pytest.mark.parametrize("claim_id", ["A1", "A2", "A5", "A6", "A8", "B1", "B6", "B7", "B8"])
+def test_a_level_rule_on_two_seeds_is_underpowered_and_names_the_seeds_needed(claim_id):
+    table = synthetic(claim_id, True, seeds=range(2))
+    result = evaluate(registry(), one_experiment(claim_id), {"exp": table}, resamples=0)
+    claim = {c["id"]: c for c in result["claims"]}[claim_id]
+    assert claim["verdict"] == "inconclusive" and claim["reachable"] == ["inconclusive"]
+    cases = [
+        case for check in claim["checks"] if check["role"] == "decides" for case in check["cases"]
+    ]
+    assert cases and all(case["outcome"] == "underpowered" for case in cases)
+    assert {case["seeds_needed"] for case in cases} == {5}
+    assert result["summary"]["seeds_needed"] == 5
+
+
+def concern_table(concern_id: str, borne_out: bool) -> pd.DataFrame:
+    """A table on which the shipped rule of a concern finds it borne out (or not)."""
+    settings = [dict(zip(GRID, v, strict=True)) for v in itertools.product(*GRID.values())]
+    table = member_rows(settings)
+    jitter = 0.001 * table["seed"]
+    wd = table["weight_decay"]
+    table["gap"] = 0.001 * wd * 100 + 0.0001 * table["batch_size"] + 0.00001 * table["lr"]
+    if concern_id == "C1":
+        table["eps_batch_max"] = (0.5 if borne_out else 0.05) * wd
+    elif concern_id == "C2":
+        table["thm26_ratio"] = (5.0 if borne_out else 0.5) + jitter
+    elif concern_id in ("C3", "C6"):
+        table["residual_2"] = (0.3 if borne_out else 0.01) + jitter
+    elif concern_id == "C5":
+        sign = 1 if borne_out else -1
+        table["thm26_ratio"] = 10 + sign * (table["batch_size"] - 100 * wd) + jitter
+    elif concern_id == "C7":
+        table["units_zero_input"] = 0.05 + jitter if borne_out else 0.0
+    elif concern_id == "C8":
+        table["units_dead"] = 0.0
+        table["units_linear"] = (0.97 if borne_out else 0.5) - jitter
+    elif concern_id == "C9":
+        table["bound_paramcount_rankr"] = -table["gap"] if borne_out else table["gap"]
+        table["bound_grs"] = table["bound_spectral"] = table["gap"] if borne_out else -table["gap"]
+    elif concern_id == "C10":
+        table["residual_1"] = (0.3 if borne_out else 0.01) + jitter
+    return table
+
+
+MEASURABLE = ["C1", "C2", "C3", "C5", "C6", "C7", "C8", "C9", "C10"]
+
+
+@pytest.mark.parametrize("concern_id", MEASURABLE)
+@pytest.mark.parametrize("borne_out", [True, False], ids=["borne-out", "not-borne-out"])
+def test_every_measurable_concern_gets_a_finding_both_ways(concern_id, borne_out):
+    entries = registry()
+    experiments = {
+        c.get("experiments", [None])[0] for c in entries["concerns"][concern_id]["checks"]
+    }
+    tables, config = {}, {"experiments": {}}
+    for name in sorted(e or "exp" for e in experiments):
+        tables[name] = concern_table(concern_id, borne_out).assign(experiment=name)
+        config["experiments"][name] = {"claims": [concern_id], "runs": []}
+    result = evaluate(entries, config, tables, resamples=0)
+    concern = {c["id"]: c for c in result["concerns"]}[concern_id]
+    assert concern["finding"] == ("borne out" if borne_out else "not borne out"), concern[
+        "evidence"
+    ]
+
+
+def test_context_concerns_say_why_they_are_not_tests():
+    result = evaluate(registry(), one_experiment("A1"), {"exp": synthetic("A1", True)}, resamples=0)
+    context = {c["id"]: c for c in result["concerns"] if c["finding"] == "context"}
+    assert set(context) == {"C4", "C11"} and all(c["context"] for c in context.values())
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
@@ -243,9 +503,12 @@ def small_config(claim_ids: list[str]) -> dict:
             "unknown metric 'rank_x'",
         ),
         (lambda r: r["claims"]["A1"]["checks"][0].update(experiments=["nope"]), "'nope' is not an"),
-        (lambda r: r["claims"]["A1"]["checks"][0].update(statistic="tau"), "does not apply"),
         (lambda r: r["claims"]["A1"]["checks"][0]["where"].update(lr="=< 3"), "cannot read"),
         (lambda r: r["claims"]["A1"]["checks"][0]["where"].update(colour=1), "unknown column"),
+        (
+            lambda r: r["claims"]["A1"]["checks"][0]["regime"].update(plateaued=["gap"]),
+            "'gap' has no plateau record",
+        ),
         (lambda r: r["claims"]["A1"].update(concerns=["C99"]), "unknown concern 'C99'"),
         (lambda r: r["claims"]["A1"].update(figures=["pie"]), "unknown figure kind 'pie'"),
     ],
@@ -264,10 +527,16 @@ def test_unknown_claim_id_in_the_config_is_refused():
 
 
 def test_evaluate_reports_claims_without_experiments_as_inconclusive():
-    table = member_rows([{}], residual_2=0.01)
-    result = evaluate(registry(), small_config(["A1"]), {"exp": table}, {"exp": None})
+    result = evaluate(registry(), small_config(["A1"]), {"exp": synthetic("A1", True)}, resamples=0)
     verdicts = {claim["id"]: claim for claim in result["claims"]}
     assert verdicts["A1"]["verdict"] == "supported" and verdicts["A1"]["experiments"] == ["exp"]
     assert verdicts["B7"]["verdict"] == "inconclusive"
     assert verdicts["B7"]["evidence"] == "no experiment of this config bears on it"
     assert [c["id"] for c in verdicts["A1"]["concerns"]] == ["C1", "C3", "C6", "C7", "C8"]
+
+
+def test_excluded_members_are_listed_with_their_reason():
+    table = synthetic("A1", True)
+    table.loc[table["seed"] == 2, ["status", "status_reason"]] = ["collapsed", "chance accuracy"]
+    excluded = claims.excluded_members({"exp": table}, ["exp"])
+    assert len(excluded) == 108 and excluded[0]["reason"] == "chance accuracy"

@@ -1,33 +1,48 @@
-"""Verdicts: measured tables -> supported / contradicted / mixed / inconclusive, per claim.
+"""Verdicts (v2): measured tables -> supported / contradicted / mixed / inconclusive, per claim,
+and borne out / not borne out / undecided, per reviewers' concern (science.md, "Verdict rules").
 
-A claim's rule (config/claims.yaml) is a list of checks. Each check forms *cases* from the tables
-(a setting, a slice of a grid, a matched pair of settings, ...), gives every case one number (its
-statistic) and compares it with the threshold. The verdict pools the decided cases of all checks:
-every one passes -> supported, none -> contradicted, some -> mixed (the failing cases are named),
-no case decided -> inconclusive. Only members with status `ok` enter a case: a diverged or
-collapsed network has no low-rank bias to show, and the members left out are listed with reasons.
+A check (config/claims.yaml) forms *cases* from the tables: a setting, a slice of a grid, a matched
+pair of settings, a data set. A case keeps, per seed, the numbers it is decided on, and decides
+by a test across the seeds (rankbias.statistics), never by a median against a hard line:
+
+- `pass` / `fail`: the test rejects at one-sided alpha in the claim's / the opposite direction;
+- `undecided`: outside the claim's regime (collapsed, diverged, not plateaued, decay horizon too
+  short, trivial bound, weights that barely moved, ...), or the seeds do not settle it; with the
+  reason, never counted as a failure;
+- `underpowered`: the design cannot reach p < alpha (too few seeds or grid points); the case says
+  how many seeds would decide it.
+
+A claim's verdict pools the decided cases of its deciding checks (`context` checks are shown, never
+counted): all pass -> supported, none -> contradicted, some -> mixed with a *scope* (the one setting
+axis that best separates passing from failing cases), none decided -> inconclusive. A claim with
+`combine: all` needs every deciding check to hold (a conjunction the claim itself states, e.g.
+A7). Stability: every verdict is recomputed on resamples of the seeds (with replacement, within
+each experiment, so pairs stay paired); below `STABLE` agreement it reads "unstable".
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from rankbias.figures import AXIS_LABEL
-from rankbias.generalization import kendall_tau, matched_weight_decay
-from rankbias.paper_b import spearman
+from rankbias import statistics
+from rankbias.generalization import kendall_tau
 from rankbias.plan import format_number
 from rankbias.registry import (  # noqa: F401 - re-exported: the registry's names are claims'
+    AXIS_LABEL,
     COMPARISONS,
     CONDITION,
     CONDITION_OPS,
-    HISTORY_METRICS,
+    FINDINGS,
     HYPER_COLUMNS,
     METRICS,
     MIN_TREND_SETTINGS,
-    STATISTICS,
+    OUTCOMES,
     VERDICTS,
     ClaimError,
     check_registry,
@@ -35,10 +50,45 @@ from rankbias.registry import (  # noqa: F401 - re-exported: the registry's name
     id_order,
 )
 
-SEED_STATISTICS = {"median": np.median, "mean": np.mean, "max": np.max, "min": np.min}
+RESAMPLES = 200  # seed resamples of the stability check (science.md: at least 200)
+STABLE = 0.8  # share of resamples that must agree with the verdict
+RESAMPLE_SEED = 20261201  # fixed: the same tables give the same stability
+EQUAL_STEPS = 1.1  # a slice has "equal numbers of steps" when max/min steps <= this
+SCOPE_AXES = ("dataset", "experiment", "layer", *AXIS_LABEL)  # tie-break order of the scope
 
 
-# ---------------------------------------------------------------- selecting rows
+# ---------------------------------------------------------------- derived columns
+
+
+def with_derived(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns the rules read that are functions of measured ones (documented in config/README):
+    `eps_rel` = eps_batch_max / (wd·‖V‖_F), the batch gradient over the decay term's size at
+    stationarity; `units_switching` = 1 − units_dead − units_linear, V's units that switch on
+    the training set; `test_error` / `val_error` = 1 − accuracy (classification) or the loss."""
+    table = table.copy()
+    if "eps_batch_max" in table:
+        scale = table["weight_decay"].astype(float) * table["fro_norm"].astype(float)
+        table["eps_rel"] = table["eps_batch_max"].astype(float) / scale.where(scale > 0)
+    if {"units_dead", "units_linear"} <= set(table):
+        table["units_switching"] = 1 - table["units_dead"] - table["units_linear"]
+    classify = table["loss"] == "ce"
+    for split in ("test", "val"):
+        if f"{split}_acc" in table:
+            loss = table.get(f"{split}_loss", np.nan)
+            table[f"{split}_error"] = np.where(classify, 1 - table[f"{split}_acc"], loss)
+    return table
+
+
+# ---------------------------------------------------------------- selecting rows and regimes
+
+
+def _condition(rows: pd.DataFrame, column: str, condition) -> pd.Series:
+    match = CONDITION.match(condition) if isinstance(condition, str) else None
+    if match:
+        return CONDITION_OPS[match.group(1)](rows[column].astype(float), float(match.group(2)))
+    if isinstance(condition, list):
+        return rows[column].isin(condition)
+    return rows[column] == condition
 
 
 def select(rows: pd.DataFrame, check: dict) -> pd.DataFrame:
@@ -53,21 +103,47 @@ def select(rows: pd.DataFrame, check: dict) -> pd.DataFrame:
     for column, condition in check.get("where", {}).items():
         if column not in rows:  # e.g. Paper A's eps columns in a table of deep nets
             return rows.iloc[0:0]
-        match = CONDITION.match(condition) if isinstance(condition, str) else None
-        if match:
-            keep = CONDITION_OPS[match.group(1)](rows[column].astype(float), float(match.group(2)))
-        elif isinstance(condition, list):
-            keep = rows[column].isin(condition)
-        else:
-            keep = rows[column] == condition
-        rows = rows[keep]
+        rows = rows[_condition(rows, column, condition)]
     return rows
+
+
+def regime_reasons(rows: pd.DataFrame, regime: dict) -> pd.Series:
+    """Per row, why the member is outside the claim's regime ("" when inside): science.md's
+    principle 2. Keys: `plateaued` (metrics that must have levelled off), `min_horizon` (decay
+    horizon h), `min_movement` (‖W_T − W_0‖/‖W_0‖), `max_norm_change` (|norm_ratio − 1|),
+    `nontrivial_bound` (the Galanti bound of this ε below the layer's smaller side)."""
+    reasons = pd.Series("", index=rows.index, dtype=object)
+
+    def flag(mask: pd.Series, text: str) -> None:
+        mask = mask & (reasons == "")
+        reasons[mask] = text
+
+    flag(rows["status"] != "ok", rows["status"].astype(str))
+    for metric in regime.get("plateaued", []):
+        column = rows.get(f"plateaued_{metric}", pd.Series(np.nan, index=rows.index))
+        flag(column.isna(), f"plateau of {metric} undecided")
+        flag(column == 0, f"{metric} not plateaued")
+    if "min_horizon" in regime:
+        flag(rows["decay_horizon"] < regime["min_horizon"], f"h < {regime['min_horizon']:g}")
+    if "min_movement" in regime:
+        flag(rows["movement"] < regime["min_movement"], "weights barely moved")
+    if "max_norm_change" in regime:
+        change = (rows["norm_ratio"] - 1).abs()
+        flag(~(change <= regime["max_norm_change"]), "norm not stabilised")
+    if "nontrivial_bound" in regime:
+        bound = rows[f"galanti_bound_{regime['nontrivial_bound']}"]
+        flag(~(bound < rows[["rows", "cols"]].min(axis=1)), "trivial bound")
+    return reasons
 
 
 def _setting_keys(rows: pd.DataFrame) -> list[str]:
     """What makes a setting: every hyper-parameter but the seed; not `epochs`, which follows from
     the batch size when a run fixes its number of steps."""
     return ["experiment", *(c for c in HYPER_COLUMNS if c in rows and c != "epochs"), "layer"]
+
+
+def _varying(rows: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    return [a for a in AXIS_LABEL if a in rows and a not in exclude and rows[a].nunique() > 1]
 
 
 def label(row: pd.Series | dict, varying: list[str], layers: str) -> str:
@@ -82,13 +158,21 @@ def label(row: pd.Series | dict, varying: list[str], layers: str) -> str:
     return " · ".join(parts)
 
 
-def _varying(rows: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
-    return [a for a in AXIS_LABEL if a in rows and a not in exclude and rows[a].nunique() > 1]
+def _setting(row: pd.Series | dict, keys: list[str]) -> dict:
+    """The case's coordinates, for the scope of a mixed verdict."""
+    out = {}
+    for key in keys:
+        value = row[key]
+        out[key] = value if isinstance(value, str) else _plain(value)
+    return out
 
 
-def _case(name: str, value: float, n: int, **extra) -> dict:
-    """`n`: how many numbers the case's statistic summarises (seeds, settings or models)."""
-    return {"case": name, "value": _finite_or_none(value), "n": n, **extra}
+def _plain(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return float(value)
 
 
 def _finite_or_none(value) -> float | None:
@@ -98,282 +182,698 @@ def _finite_or_none(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _excluded_text(reasons: pd.Series) -> str:
+    counts = Counter(r for r in reasons if r)
+    return ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
+
+
+# ---------------------------------------------------------------- deciding a case
+
+
+@dataclass
+class Case:
+    """One case: its name and coordinates, the numbers it is decided on per seed, and how.
+    `decide(seeds)` returns the outcome on those seeds (repeats allowed: a resample)."""
+
+    name: str
+    setting: dict
+    seeds: list
+    decide: Callable[[list], dict]
+    extra: dict = field(default_factory=dict)
+
+    def outcome(self, seeds: list | None = None) -> dict:
+        return self.decide(self.seeds if seeds is None else [s for s in seeds if s in self.seeds])
+
+
+def _undecided(reason: str, by_design: bool = False) -> dict:
+    """`by_design`: no seeds or training could decide this case on this grid (too few grid
+    points, batch size confounded with steps, no power): it counts against reachability."""
+    return {"outcome": "undecided", "reason": reason, "by_design": by_design}
+
+
+def _direction(comparison: str) -> int:
+    """+1 when a case passes above the threshold, −1 when below."""
+    return 1 if comparison.startswith(">") else -1
+
+
+def decide_values(values, comparison: str, threshold: float, alpha: float) -> dict:
+    """Pass when the seeds' mean is significantly on the claim's side of the threshold, fail
+    when significantly on the other (paired_test on value − threshold); a value exactly on the
+    line counts on the failing side of a strict comparison and the passing side otherwise."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return _undecided("no finite value")
+    sign = _direction(comparison)
+    distance = sign * (values - threshold)
+    tie = -1e-300 if comparison in ("<", ">") else 1e-300
+    distance = np.where(distance == 0, tie, distance)
+    for_claim = statistics.paired_test(distance, "greater", alpha)
+    against = statistics.paired_test(distance, "less", alpha)
+    low, high = (sign * np.array(for_claim["ci"]) + threshold)[::sign]
+    result = {
+        "value": float(values.mean()),
+        "median": float(np.median(values)),
+        "ci": [_finite_or_none(low), _finite_or_none(high)],
+        "n": len(values),
+        "test": for_claim["test"],
+    }
+    if for_claim["p"] < alpha:
+        return {**result, "outcome": "pass", "p": for_claim["p"]}
+    if against["p"] < alpha:
+        return {**result, "outcome": "fail", "p": against["p"]}
+    if not for_claim["reachable"]:
+        return {
+            **result,
+            "outcome": "underpowered",
+            "p": min(for_claim["p"], against["p"]),
+            "seeds_needed": for_claim["seeds_needed"],
+            "reason": f"{len(values)} seed{'s' * (len(values) > 1)} cannot reach p < {alpha:g}; "
+            f"{for_claim['seeds_needed']} would",
+        }
+    return {
+        **result,
+        "outcome": "undecided",
+        "p": min(for_claim["p"], against["p"]),
+        "reason": "the seeds straddle the threshold",
+    }
+
+
+def decide_band(values, low: float, high: float, alpha: float) -> dict:
+    """B6's rule: pass when the effect is not significantly below `low` and its upper 95 % bound
+    is <= `high`; fail when significantly below `low` or significantly above `high`."""
+    below = decide_values(values, ">=", low, alpha)
+    if below["outcome"] in ("underpowered", "undecided") and "value" not in below:
+        return below
+    above = decide_values(values, "<=", high, alpha)
+    result = {k: below[k] for k in ("value", "median", "ci", "n", "test") if k in below}
+    if below["outcome"] == "fail":
+        return {**result, "outcome": "fail", "p": below["p"], "reason": f"significantly < {low:g}"}
+    if above["outcome"] == "fail":
+        return {**result, "outcome": "fail", "p": above["p"], "reason": f"significantly > {high:g}"}
+    if below["outcome"] == "underpowered":
+        return {**below, "reason": below["reason"]}
+    upper = result["ci"][1]
+    if upper is not None and upper <= high:
+        return {**result, "outcome": "pass", "p": above["p"]}
+    return {
+        **result,
+        "outcome": "undecided",
+        "p": above["p"],
+        "reason": f"95 % CI reaches > {high:g}",
+    }
+
+
+def with_control(main: dict, control: dict | None, control_reason: str) -> dict:
+    """A case whose claim needs a second metric to agree (the learned part beside W, residual_1
+    beside residual_2): it passes only when both pass; when W passes but the control fails, it
+    fails for `control_reason` (e.g. explained by forgetting the initialisation)."""
+    if control is None:
+        return main
+    out = {
+        **main,
+        "control": {k: control.get(k) for k in ("outcome", "value", "ci", "p", "reason")},
+    }
+    if main["outcome"] != "pass":
+        return out
+    if control["outcome"] == "pass":
+        return out
+    if control["outcome"] == "fail":
+        return {**out, "outcome": "fail", "reason": control_reason}
+    return {**out, "outcome": control["outcome"], "reason": f"control: {control.get('reason', '')}"}
+
+
 # ---------------------------------------------------------------- the kinds of check
 
 
-def level_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[dict]:
-    """One case per setting and layer: a statistic over seeds of the metric (optionally its
-    distance to `target`, or its ratio to `relative_to`)."""
-    rows = select(table, check)
-    rows = rows[rows["status"] == "ok"].copy()
-    value = rows[check["metric"]].astype(float)
+def _value_column(rows: pd.DataFrame, check: dict, metric: str) -> pd.Series:
+    value = rows[metric].astype(float)
     if "target" in check:
         value = (value - check["target"]).abs()
     if "relative_to" in check:
         value = value / rows[check["relative_to"]].astype(float)
-    rows["_value"] = value
-    extra = (check["metric"], check.get("relative_to"))
-    if "relative_to" in check and {"rows", "cols"} <= set(rows):
-        # a bound at or above the smaller side holds for every matrix: show both
-        rows["min_side"] = rows[["rows", "cols"]].min(axis=1)
-        extra += ("min_side",)
-    return _over_seeds(rows, check, extra=extra)
+    return value
 
 
-def _over_seeds(
-    rows: pd.DataFrame, check: dict, extra: tuple = (), named: tuple[str, ...] = ()
-) -> list[dict]:
-    """One case per setting and layer: the check's statistic over the seeds' `_value`s; `named`
-    axes appear in the case's name even where they do not vary."""
-    statistic = SEED_STATISTICS[check.get("statistic", "median")]
-    shown = set(named) | set(_varying(rows))
-    varying = [axis for axis in AXIS_LABEL if axis in shown]
+def _in_regime(rows: pd.DataFrame, check: dict) -> tuple[pd.DataFrame, str]:
+    reasons = regime_reasons(rows, check.get("regime", {}))
+    return rows[reasons == ""], _excluded_text(reasons)
+
+
+def level_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
+    """One case per setting and layer: the seeds' values of the metric (optionally its distance
+    to `target` or its ratio to `relative_to`) against the threshold; `control_metric` must
+    agree."""
+    rows = select(table, check)
+    rows = rows.assign(_value=_value_column(rows, check, check["metric"]))
+    if "control_metric" in check:
+        rows["_control"] = _value_column(rows, check, check["control_metric"])
+    varying = _varying(rows)
+    keys = _setting_keys(rows)
     cases = []
-    for _, group in rows.groupby(_setting_keys(rows), sort=True):
-        values = group["_value"].to_numpy(dtype=float)
-        values = values[~np.isnan(values)]
-        details = {
-            name: _finite_or_none(group[name].median()) for name in extra if name and name in group
-        }
-        value = statistic(values) if len(values) else float("nan")
+    for _, group in rows.groupby(keys, sort=True):
+        inside, excluded = _in_regime(group, check)
+        per_seed = dict(zip(inside["seed"], inside["_value"], strict=True))
+        control = dict(zip(inside["seed"], inside.get("_control", inside["_value"]), strict=True))
+        extra = {"excluded": excluded, "members": len(group)}
+        if "relative_to" in check:
+            extra["relative_to_median"] = _finite_or_none(group[check["relative_to"]].median())
         cases.append(
-            _case(
+            Case(
                 label(group.iloc[0], varying, check.get("layers", "first")),
-                value,
-                len(values),
-                **details,
+                _setting(group.iloc[0], keys),
+                sorted(per_seed),
+                _level_decider(check, per_seed, control, excluded, alpha),
+                extra,
             )
         )
     return cases
 
 
-def from_init_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[dict]:
-    """One case per setting and layer: the metric at the end over its value at initialisation
-    (epoch 0 of the history), per member, then a statistic over seeds."""
-    metric = check["metric"]
-    rows = select(table, check)
-    rows = rows[rows["status"] == "ok"]
-    keys = ["group", "member", "layer"]
-    start = history[history["epoch"] == 0].set_index(keys)[metric].rename("init_value")
-    rows = rows.join(start, on=keys, how="inner")
-    rows = rows.assign(_value=rows[metric].astype(float) / rows["init_value"].astype(float))
-    return _over_seeds(rows, check, extra=(metric, "init_value"))
+def _level_decider(check, per_seed, control, excluded, alpha):
+    def decide(seeds: list) -> dict:
+        if not seeds:
+            return _undecided(f"no member in the regime ({excluded or 'no pair or value'})")
+        values = [per_seed[s] for s in seeds]
+        main = decide_values(values, check["comparison"], check["threshold"], alpha)
+        if "control_metric" in check:
+            other = check.get("control_comparison", check["comparison"])
+            threshold = check.get("control_threshold", check["threshold"])
+            second = decide_values([control[s] for s in seeds], other, threshold, alpha)
+            main = with_control(main, second, check.get("control_reason", "the control disagrees"))
+        return _regime_limited(main, excluded)
+
+    return decide
 
 
-def wd_effect_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[dict]:
-    """One case per setting with wd > 0 and layer: the metric over its value at wd = 0 in the
-    same setting and seed (same initialisation and data order), then a statistic over seeds."""
-    metric = check["metric"]
+def _regime_limited(result: dict, excluded: str) -> dict:
+    """Too few seeds *because* members fell outside the regime is undecided, not underpowered:
+    the design had the seeds, the training did not reach the claim's regime."""
+    if result["outcome"] == "underpowered" and excluded:
+        return {**result, "outcome": "undecided", "reason": f"outside the regime: {excluded}"}
+    return result
+
+
+def wd_effect_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
+    """One case per setting with wd > 0 and layer: per seed, the metric over its value at wd = 0
+    in the same setting and seed (same initialisation and data order)."""
     rows = select(table, check)
-    rows = rows[rows["status"] == "ok"]
     keys = [k for k in _setting_keys(rows) if k != "weight_decay"] + ["seed"]
-    without = rows[rows["weight_decay"] == 0].set_index(keys)[metric].rename("wd0_value")
-    rows = rows[rows["weight_decay"] > 0].join(without, on=keys, how="inner")
-    rows = rows.assign(_value=rows[metric].astype(float) / rows["wd0_value"].astype(float))
-    return _over_seeds(rows, check, extra=(metric, "wd0_value"), named=("weight_decay",))
-
-
-def _grid(table: pd.DataFrame, check: dict) -> pd.DataFrame:
-    """Median over seeds of the metric per setting and layer, members with status ok."""
-    rows = select(table, check)
-    rows = rows[rows["status"] == "ok"]
-    return rows.groupby(_setting_keys(rows))[check["metric"]].median().reset_index()
-
-
-def _spread(values: pd.Series) -> float:
-    top = values.max()
-    return float((top - values.min()) / top) if top > 0 else float("nan")
-
-
-def trend_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[dict]:
-    """One case per slice (data set, layer, and every other varied axis fixed): Spearman's rho of
-    `axis` with the metric's per-setting medians. A slice fails as "no effect" when the rank moves
-    by less than `min_spread` of its largest value: a perfect rho over 125 vs 124 is no bias."""
-    axis, metric = check["axis"], check["metric"]
-    grid = _grid(table, check)
-    varying = _varying(grid, exclude=(axis,))
+    base = rows[(rows["weight_decay"] == 0) & (rows["status"] == "ok")].set_index(keys)
+    decayed = rows[rows["weight_decay"] > 0]
+    varying = sorted(set(_varying(decayed)) | {"weight_decay"}, key=list(AXIS_LABEL).index)
+    setting_keys = _setting_keys(decayed)
     cases = []
-    for _, part in grid.groupby([k for k in _setting_keys(grid) if k != axis], sort=True):
-        name = label(part.iloc[0], varying, check.get("layers", "first"))
-        spread = _spread(part[metric])
-        extra = {"settings": len(part), "grid_spread": _finite_or_none(spread)}
-        if part[axis].nunique() < MIN_TREND_SETTINGS:
-            cases.append(
-                _case(
-                    name,
-                    float("nan"),
-                    0,
-                    **extra,
-                    reason=f"fewer than {MIN_TREND_SETTINGS} values of {axis}",
-                )
+    for _, group in decayed.groupby(setting_keys, sort=True):
+        inside, excluded = _in_regime(group, check)
+        per_seed, control = {}, {}
+        for record in inside.to_dict(orient="records"):
+            key = tuple(record[k] for k in keys)
+            if key not in base.index:
+                continue
+            without = base.loc[key]
+            per_seed[record["seed"]] = record[check["metric"]] / without[check["metric"]]
+            if "control_metric" in check:
+                metric = check["control_metric"]
+                control[record["seed"]] = record[metric] / without[metric]
+        cases.append(
+            Case(
+                label(group.iloc[0], varying, check.get("layers", "first")),
+                _setting(group.iloc[0], setting_keys),
+                sorted(per_seed),
+                _level_decider(check, per_seed, control or per_seed, excluded, alpha),
+                {"excluded": excluded, "members": len(group)},
             )
-            continue
-        rho = spearman(part[axis], part[metric])
-        case = _case(name, rho, len(part), **extra)
-        if part[metric].nunique() < 2 or spread < check.get("min_spread", 0):
-            case |= {
-                "passes": False,
-                "reason": f"no effect: the rank moves by {spread:.1%} (< min_spread)",
-            }
-        cases.append(case)
-    return cases
-
-
-def spread_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[dict]:
-    """One case per block where the `axes` vary and everything else is fixed: (max − min)/max of
-    the metric's per-setting medians over the block (how far the rank moves at all)."""
-    axes, metric = check["axes"], check["metric"]
-    grid = _grid(table, check)
-    varying = _varying(grid, exclude=tuple(axes))
-    cases = []
-    for _, part in grid.groupby([k for k in _setting_keys(grid) if k not in axes], sort=True):
-        name = label(part.iloc[0], varying, check.get("layers", "first"))
-        if len(part) < 2:
-            cases.append(_case(name, float("nan"), 0, settings=1, reason="a single setting"))
-            continue
-        cases.append(_case(name, _spread(part[metric]), len(part), settings=len(part)))
-    return cases
-
-
-def wd_benefit_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[dict]:
-    """One case per matched setting: test error at wd = 0 minus at the best wd > 0, paired by
-    seed (`difference`), or that difference over its standard error (`z`)."""
-    rows = select(table, {**check, "layers": "first"})
-    matched = matched_weight_decay(rows)
-    if matched.empty:
-        return []
-    varying = _varying(
-        matched.assign(experiment=rows["experiment"].iloc[0]), exclude=("weight_decay",)
-    )
-    statistic = check.get("statistic", "difference")
-    cases = []
-    for record in matched.assign(experiment=rows["experiment"].iloc[0]).to_dict(orient="records"):
-        value = record["difference"]
-        if statistic == "z":
-            se = record["difference_se"]
-            value = value / se if se and np.isfinite(se) and se > 0 else float("nan")
-        case = _case(
-            label(record, varying, "first"),
-            value,
-            int(record["seeds"]),
-            best_wd=record["best_wd"],
-            error_wd0=_finite_or_none(record["error_wd0"]),
-            error_best=_finite_or_none(record["error_best"]),
         )
-        if statistic == "z" and case["value"] is None:
-            case["reason"] = "one seed: no standard error"
-        cases.append(case)
     return cases
 
 
-def tau_cases(table: pd.DataFrame, history: pd.DataFrame, check: dict) -> list[dict]:
-    """One case per data set: Kendall's tau (or granulated tau) of the metric with the gap over
-    the models with status ok and a finite metric."""
-    from rankbias.generalization import granulated_tau
-
+def wd_benefit_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
+    """One case per matched setting (same data, lr, B, depth, width, g): per seed, test error at
+    wd = 0 minus test error at the best wd > 0, the best picked by mean *validation* error over
+    the seeds (no peeking, principle 5). Classification errors in [0, 1]; regression test loss."""
     rows = select(table, {**check, "layers": "first"})
-    rows = rows[(rows["status"] == "ok") & np.isfinite(rows[check["metric"]].astype(float))]
+    rows = rows[rows["status"] == "ok"]
+    keys = [k for k in _setting_keys(rows) if k not in ("weight_decay", "layer")]
+    varying = _varying(rows, exclude=("weight_decay",))
     cases = []
-    for _, part in rows.groupby("dataset", sort=True):
-        name = label(part.iloc[0], [], "first")
-        if len(part) < MIN_TREND_SETTINGS:
-            cases.append(_case(name, float("nan"), len(part), reason="fewer than 3 models"))
+    for _, group in rows.groupby(keys, sort=True):
+        if not ((group["weight_decay"] == 0).any() and (group["weight_decay"] > 0).any()):
             continue
-        if check.get("statistic", "tau") == "tau":
-            value = kendall_tau(part[check["metric"]], part["gap"])
-        else:
-            value = granulated_tau(part, check["metric"])
-        case = _case(name, value, len(part), models=len(part))
-        if case["value"] is None:
-            case["reason"] = f"{check['metric']} or the gap is constant over the models"
-        cases.append(case)
+        errors = group.pivot_table(
+            index="seed", columns="weight_decay", values=["val_error", "test_error"]
+        )
+        cases.append(
+            Case(
+                label(group.iloc[0], varying, "first"),
+                _setting(group.iloc[0], keys),
+                sorted(errors.index),
+                _benefit_decider(check, errors, alpha),
+                {"members": len(group)},
+            )
+        )
     return cases
+
+
+def _benefit_decider(check: dict, errors: pd.DataFrame, alpha: float):
+    def decide(seeds: list) -> dict:
+        chosen = errors.loc[seeds]
+        validation = chosen["val_error"].drop(columns=0.0, errors="ignore").mean()
+        if validation.isna().all():
+            return _undecided("no validation split: the best wd cannot be picked without peeking")
+        best = float(validation.idxmin())
+        differences = (chosen["test_error"][0.0] - chosen["test_error"][best]).to_numpy()
+        extra = {
+            "best_wd": best,
+            "error_wd0": _finite_or_none(chosen["test_error"][0.0].mean()),
+            "error_best": _finite_or_none(chosen["test_error"][best].mean()),
+        }
+        if "band" in check:
+            return {**decide_band(differences, *check["band"], alpha), **extra}
+        return {
+            **decide_values(differences, check["comparison"], check["threshold"], alpha),
+            **extra,
+        }
+
+    return decide
+
+
+def _grid(rows: pd.DataFrame, check: dict, axes: list[str]) -> tuple[list, dict]:
+    """Blocks over `axes` with everything else fixed: per block, the members inside the regime
+    as a seed x grid-point table of the metric (and the control metric)."""
+    keys = [k for k in _setting_keys(rows) if k not in axes]
+    return keys, dict(list(rows.groupby(keys, sort=True)))
+
+
+def _common_grid(block: pd.DataFrame, axes: list[str], check: dict, metric: str) -> tuple:
+    """Grid points where every seed is inside the regime, and the seeds complete over them."""
+    inside, excluded = _in_regime(block, check)
+    table = inside.pivot_table(index="seed", columns=axes, values=metric, aggfunc="first")
+    every_seed = block["seed"].nunique()
+    points = [c for c in table.columns if table[c].notna().sum() == every_seed]
+    table = table[points].dropna()
+    return table, excluded
+
+
+def trend_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
+    """One case per slice (data set, layer, every other axis fixed): the seed-combined Spearman
+    trend of the metric with `axis` (statistics.trend_test), and how far the rank moves at all
+    (`min_spread`: a significant trend over 125 vs 124 is no low-rank bias)."""
+    axis = check["axis"]
+    rows = select(table, check)
+    keys, blocks = _grid(rows, check, [axis])
+    varying = _varying(rows, exclude=(axis,))
+    cases = []
+    for _, block in blocks.items():
+        name = label(block.iloc[0], varying, check.get("layers", "first"))
+        setting = _setting(block.iloc[0], keys)
+        main, excluded = _common_grid(block, [axis], check, check["metric"])
+        control = None
+        if "control_metric" in check:
+            control, _ = _common_grid(block, [axis], check, check["control_metric"])
+            control = control.reindex(index=main.index, columns=main.columns)
+        steps = block.groupby(axis)["steps"].median() if "steps" in block else None
+        reason = None
+        if check.get("equal_steps") and (steps is None or steps.max() > EQUAL_STEPS * steps.min()):
+            reason = (
+                f"{axis} varies at equal epochs, not equal steps: confounded with the step count"
+            )
+        elif block[axis].nunique() < MIN_TREND_SETTINGS:
+            reason = f"fewer than {MIN_TREND_SETTINGS} values of {axis}"
+        elif main.shape[1] < MIN_TREND_SETTINGS:
+            reason = f"fewer than {MIN_TREND_SETTINGS} grid points in the regime ({excluded})"
+        extra = {
+            "settings": int(block[axis].nunique()),
+            "grid_points": int(main.shape[1]),
+            "excluded": excluded,
+        }
+        cases.append(
+            Case(
+                name,
+                setting,
+                sorted(main.index),
+                _trend_decider(check, main, control, reason, excluded, alpha),
+                extra,
+            )
+        )
+    return cases
+
+
+def _spread(values: np.ndarray) -> float:
+    top = np.max(values)
+    return float((top - np.min(values)) / top) if top > 0 else float("nan")
+
+
+def _decide_trend(check: dict, grid: pd.DataFrame, seeds: list, alpha: float) -> dict:
+    axis_values = np.array([float(c) for c in grid.columns])
+    strata = [(axis_values, grid.loc[s].to_numpy(dtype=float)) for s in seeds]
+    claimed = "less" if check["comparison"].startswith("<") else "greater"
+    opposite = "greater" if claimed == "less" else "less"
+    for_claim = statistics.trend_test(strata, claimed, alpha)
+    against = statistics.trend_test(strata, opposite, alpha)
+    spread = _spread(grid.loc[seeds].median().to_numpy())
+    result = {
+        "value": _finite_or_none(for_claim["effect"]),
+        "n": for_claim["n"],
+        "k": for_claim["k"],
+        "test": for_claim["test"],
+        "grid_spread": _finite_or_none(spread),
+    }
+    minimum = check.get("min_spread", 0.0)
+    if not for_claim["reachable"]:
+        return {
+            **result,
+            "outcome": "underpowered",
+            "p": for_claim["p"],
+            "seeds_needed": for_claim["seeds_needed"],
+            "reason": f"{for_claim['n']} seed(s) of {for_claim['k']} grid points cannot reach "
+            f"p < {alpha:g}; {for_claim['seeds_needed']} would",
+        }
+    if for_claim["p"] < alpha and spread >= minimum:
+        return {**result, "outcome": "pass", "p": for_claim["p"]}
+    if against["p"] < alpha:
+        return {**result, "outcome": "fail", "p": against["p"], "reason": "the opposite trend"}
+    if not spread >= minimum:
+        return {
+            **result,
+            "outcome": "fail",
+            "p": for_claim["p"],
+            "reason": f"no effect: the rank moves by {spread:.1%} (< {minimum:.0%})",
+        }
+    return {**result, "outcome": "undecided", "p": for_claim["p"], "reason": "no significant trend"}
+
+
+def _trend_decider(check, main, control, reason, excluded, alpha):
+    def decide(seeds: list) -> dict:
+        if reason:
+            return _undecided(reason, by_design=True)
+        if not seeds:
+            return _undecided("no seed complete over the grid")
+        result = _decide_trend(check, main, seeds, alpha)
+        if control is not None:
+            second = _decide_trend(check, control, seeds, alpha)
+            result = with_control(
+                result, second, check.get("control_reason", "the control disagrees")
+            )
+        return _regime_limited(result, excluded)
+
+    return decide
+
+
+def spread_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
+    """One case per block where the `axes` vary and everything else is fixed: per seed, how far
+    the metric moves over the block, (max − min)/max, against the threshold (B5: minimal effect).
+    `power_where`: the same block under these conditions (with weight decay) must show an effect
+    beyond the threshold, else the case has no power to say "no effect" and stays undecided."""
+    axes = check["axes"]
+    rows = select(table, check)
+    keys, blocks = _grid(rows, check, axes)
+    varying = _varying(rows, exclude=tuple(axes))
+    powered = _power_blocks(table, check, axes, alpha)
+    cases = []
+    for block in blocks.values():
+        grid, excluded = _common_grid(block, axes, check, check["metric"])
+        if grid.shape[1] < 2:
+            reason = f"fewer than 2 grid points in the regime ({excluded or 'a single setting'})"
+        else:
+            reason = powered(block.iloc[0])
+        per_seed = {s: _spread(grid.loc[s].to_numpy()) for s in grid.index}
+        decide = _level_decider(check, per_seed, per_seed, excluded, alpha)
+        cases.append(
+            Case(
+                label(block.iloc[0], varying, check.get("layers", "first")),
+                _setting(block.iloc[0], keys),
+                sorted(per_seed),
+                (lambda r: lambda seeds: _undecided(r, by_design=True))(reason)
+                if reason
+                else decide,
+                {"grid_points": int(grid.shape[1]), "excluded": excluded},
+            )
+        )
+    return cases
+
+
+def _power_blocks(table: pd.DataFrame, check: dict, axes: list[str], alpha: float):
+    """For `spread`: a function of a block's first row -> None when the same block under
+    `power_where` shows a detectable effect (> threshold), else the reason it has no power."""
+    if "power_where" not in check:
+        return lambda row: None
+    other = select(table, {**check, "where": {**check.get("where", {}), **check["power_where"]}})
+    free = set(check["power_where"]) | set(check.get("where", {}))
+    keys = [k for k in _setting_keys(other) if k not in axes and k not in free]
+    detected = set()
+    for key, block in other.groupby(keys + sorted(free & set(other)), sort=True):
+        grid, _ = _common_grid(block, axes, check, check["metric"])
+        if grid.shape[1] < 2:
+            continue
+        spreads = [_spread(grid.loc[s].to_numpy()) for s in grid.index]
+        if decide_values(spreads, ">", check["threshold"], alpha)["outcome"] == "pass":
+            detected.add(key[: len(keys)])
+
+    def reason(row: pd.Series) -> str | None:
+        key = tuple(row[k] for k in keys)
+        if key in detected:
+            return None
+        return "the same grid with weight decay shows no detectable effect either: no power"
+
+    return reason
+
+
+def tau_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
+    """One case per experiment and data set: per seed, Kendall's τ of the metric with the gap
+    over that seed's healthy models; with `versus`, τ minus the best τ of those bounds (does the
+    metric order the models like the gap no worse than the norm-based bounds?)."""
+    rows = select(table, {**check, "layers": "first"})
+    rows = rows[rows["status"] == "ok"]
+    versus = check.get("versus", [])
+    cases = []
+    for _, part in rows.groupby(["experiment", "dataset"], sort=True):
+        per_seed = {}
+        for seed, models in part.groupby("seed"):
+            if len(models) < MIN_TREND_SETTINGS:
+                continue
+            tau = kendall_tau(models[check["metric"]], models["gap"])
+            others = [kendall_tau(models[name], models["gap"]) for name in versus if name in models]
+            others = [t for t in others if np.isfinite(t)]
+            if versus and not others:
+                continue
+            per_seed[seed] = tau - max(others) if versus else tau
+        per_seed = {s: v for s, v in per_seed.items() if np.isfinite(v)}
+        excluded = "" if per_seed else f"fewer than {MIN_TREND_SETTINGS} healthy models per seed"
+        cases.append(
+            Case(
+                label(part.iloc[0], [], "first"),
+                _setting(part.iloc[0], ["experiment", "dataset"]),
+                sorted(per_seed),
+                _level_decider(check, per_seed, per_seed, excluded, alpha),
+                {"models": len(part)},
+            )
+        )
+    return cases
+
+
+def share_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
+    """One case per experiment and data set: the share of its members (first-layer rows that
+    pass `where`) for which every `condition` holds, against the threshold by a binomial test
+    (C1: how many members reach the regime at all)."""
+    rows = select(table, {**check, "layers": "first"})
+    meets = pd.Series(True, index=rows.index)
+    for column, condition in check["condition"].items():
+        meets &= _condition(rows, column, condition).fillna(False)
+    rows = rows.assign(_meets=meets)
+    cases = []
+    for _, part in rows.groupby(["experiment", "dataset"], sort=True):
+        per_seed = {s: m["_meets"].to_numpy() for s, m in part.groupby("seed")}
+        cases.append(
+            Case(
+                label(part.iloc[0], [], "first"),
+                _setting(part.iloc[0], ["experiment", "dataset"]),
+                sorted(per_seed),
+                _share_decider(check, per_seed, alpha),
+                {"members": len(part)},
+            )
+        )
+    return cases
+
+
+def _share_decider(check: dict, per_seed: dict, alpha: float):
+    def decide(seeds: list) -> dict:
+        flags = np.concatenate([per_seed[s] for s in seeds]) if seeds else np.array([])
+        return statistics.share_test(flags, check["comparison"], check["threshold"], alpha)
+
+    return decide
 
 
 KINDS = {
     "level": level_cases,
-    "from_init": from_init_cases,
     "wd_effect": wd_effect_cases,
+    "wd_benefit": wd_benefit_cases,
     "trend": trend_cases,
     "spread": spread_cases,
-    "wd_benefit": wd_benefit_cases,
     "tau": tau_cases,
+    "share": share_cases,
 }
 
 
 # ---------------------------------------------------------------- verdicts
 
 
-def decide(cases: list[dict], comparison: str, threshold: float) -> list[dict]:
-    """Pass or fail per case; a case without a number stays undecided (passes = None)."""
-    compare = COMPARISONS[comparison]
-    for case in cases:
-        if "passes" in case:
-            continue
-        case["passes"] = None if case["value"] is None else bool(compare(case["value"], threshold))
-    return cases
-
-
-def verdict_of(cases: list[dict]) -> str:
-    decided = [case["passes"] for case in cases if case["passes"] is not None]
+def verdict_of(outcomes: list[str]) -> str:
+    decided = [o for o in outcomes if o in ("pass", "fail")]
     if not decided:
         return "inconclusive"
-    if all(decided):
+    if all(o == "pass" for o in decided):
         return "supported"
-    return "contradicted" if not any(decided) else "mixed"
+    return "contradicted" if all(o == "fail" for o in decided) else "mixed"
 
 
-def flip(cases: list[dict], comparison: str, threshold: float) -> dict:
-    """How far the threshold must move to change the verdict: the thresholds at which every case
-    would pass and none would, over the cases decided by their value alone; and the case nearest
-    the threshold."""
-    values = [c["value"] for c in cases if c["value"] is not None and "reason" not in c]
-    if not values:
-        return {}
-    low, high = min(values), max(values)
-    nearest = min(
-        (c for c in cases if c["value"] is not None and "reason" not in c),
-        key=lambda c: abs(c["value"] - threshold),
-    )
-    upper = comparison.startswith("<")  # pass means value below the threshold
+def combined_verdict(check_verdicts: list[str], combine: str) -> str:
+    """`pool` has been applied case by case; `all`: every deciding check must hold."""
+    if combine != "all" or not check_verdicts:
+        raise ValueError(combine)
+    if "contradicted" in check_verdicts:
+        return "contradicted"
+    if all(v == "supported" for v in check_verdicts):
+        return "supported"
+    return "mixed" if "mixed" in check_verdicts else "inconclusive"
+
+
+def scope(cases: list[dict]) -> dict | None:
+    """The one setting axis that best separates passing from failing cases, as a sentence: for a
+    category, the values where most cases pass against the rest; for a number, a threshold."""
+    decided = [c for c in cases if c["outcome"] in ("pass", "fail")]
+    if not decided or all(c["outcome"] == decided[0]["outcome"] for c in decided):
+        return None
+    best = None
+    axes = [a for a in SCOPE_AXES if all(a in c["setting"] for c in decided)]
+    for axis in axes:
+        values = [c["setting"][axis] for c in decided]
+        passes = [c["outcome"] == "pass" for c in decided]
+        if len(set(values)) < 2:
+            continue
+        for rule in _splits(axis, values):
+            fits = sum(rule["holds"](v) == p for v, p in zip(values, passes, strict=True))
+            if best is None or fits > best["fits"]:
+                best = {**rule, "axis": axis, "fits": fits}
+    if best is None:
+        return None
+    held = [c["case"] for c in decided if best["holds"](c["setting"][best["axis"]])]
     return {
-        "all_pass_at": high if upper else low,
-        "none_pass_at": low if upper else high,
-        "nearest_case": nearest["case"],
-        "nearest_value": nearest["value"],
-        "text": (
-            f"every case would pass at a threshold {'≥' if upper else '≤'} "
-            f"{_short(high if upper else low)} and none {'below' if upper else 'above'} "
-            f"{_short(low if upper else high)}; nearest: {nearest['case']} at "
-            f"{_short(nearest['value'])} (threshold {_short(threshold)})"
-        ),
+        "axis": best["axis"],
+        "text": f"holds {best['where']}; fails {best['elsewhere']} "
+        f"({best['fits']} of {len(decided)} decided cases fit this split)",
+        "fits": best["fits"],
+        "decided": len(decided),
+        "holds_where": best["where"],
+        "cases_inside": held,
     }
 
 
-def _short(value: float) -> str:
-    return f"{value:.3g}"
+def _splits(axis: str, values: list) -> list[dict]:
+    """Candidate rules on one axis: value sets for categories, thresholds for numbers."""
+    name = {"dataset": "on", "experiment": "in"}.get(axis)
+    if isinstance(values[0], str) or axis in ("experiment", "dataset", "layer"):
+        unique = sorted(set(values), key=str)
+        shown = [f"W{v}" if axis == "layer" else str(v) for v in unique]
+        rules = []
+        for size in range(1, len(unique)):
+            for chosen in _subsets(unique, size):
+                inside = [s for u, s in zip(unique, shown, strict=True) if u in chosen]
+                outside = [s for u, s in zip(unique, shown, strict=True) if u not in chosen]
+                prefix = name or f"at {AXIS_LABEL.get(axis, axis)} ="
+                rules.append(
+                    {
+                        "holds": lambda v, c=frozenset(chosen): v in c,
+                        "where": f"{prefix} {', '.join(inside)}",
+                        "elsewhere": f"{prefix} {', '.join(outside)}",
+                    }
+                )
+        return rules
+    unique = sorted(set(values))
+    short = AXIS_LABEL.get(axis, axis)
+    rules = []
+    for high in unique[1:]:
+        cut = format_number(high)
+        rules.append(
+            {
+                "holds": lambda v, h=high: v >= h,
+                "where": f"at {short} ≥ {cut}",
+                "elsewhere": f"at {short} < {cut}",
+            }
+        )
+        rules.append(
+            {
+                "holds": lambda v, h=high: v < h,
+                "where": f"at {short} < {cut}",
+                "elsewhere": f"at {short} ≥ {cut}",
+            }
+        )
+    return rules
+
+
+def _subsets(items: list, size: int) -> list[tuple]:
+    from itertools import combinations
+
+    return list(combinations(items, size))[:64]
+
+
+# ---------------------------------------------------------------- evaluating the registry
+
+
+def _cases_of(check: dict, experiments: list[str], tables: dict, alpha: float) -> list[Case]:
+    cases = []
+    for name in experiments:
+        table = tables[name]
+        needed = [check[k] for k in ("metric", "control_metric") if k in check]
+        if any(metric not in table for metric in needed):
+            continue  # e.g. Paper A's eps columns do not exist for deep nets
+        cases += KINDS[check["kind"]](table, check, alpha)
+    return cases
+
+
+def _case_record(case: Case, outcome: dict) -> dict:
+    record = {"case": case.name, "setting": case.setting, **case.extra, **outcome}
+    record["passes"] = {"pass": True, "fail": False}.get(outcome["outcome"])
+    for key in ("value", "median", "p", "grid_spread"):
+        if key in record:
+            record[key] = _finite_or_none(record[key])
+    return record
 
 
 def describe(check: dict) -> str:
     """The rule in one line, as the report shows it."""
-    kind, test = check["kind"], f"{check['comparison']} {_short(check['threshold'])}"
+    kind = check["kind"]
+    test = f"{check['comparison']} {check.get('threshold', 0):g}"
     metric = check.get("metric", "test error")
     if "target" in check:
-        metric = f"|{metric} − {_short(check['target'])}|"
+        metric = f"|{metric} − {check['target']:g}|"
     if "relative_to" in check:
         metric = f"{metric} / {check['relative_to']}"
-    statistic = check.get("statistic", STATISTICS[kind][0])
-    spread = f", and the rank moves ≥ {check['min_spread']:.0%}" if check.get("min_spread") else ""
     text = {
-        "level": f"{statistic} over seeds of {metric} {test}, per setting",
-        "from_init": f"{statistic} over seeds of {metric}(end)/{metric}(init) {test}, per setting",
-        "wd_effect": f"{statistic} over seeds of {metric}(wd)/{metric}(wd = 0) {test}, per "
-        "setting with wd > 0",
-        "trend": f"Spearman rho({check.get('axis')}, {metric}) {test} per slice{spread}",
-        "spread": f"(max − min)/max of {metric} over {', '.join(check.get('axes', []))} {test}",
-        "wd_benefit": f"{statistic} of test error at wd = 0 minus best wd > 0, by seed, {test}",
-        "tau": f"Kendall {statistic}({metric}, gap) {test} over healthy models",
+        "level": f"seed mean of {metric} {test}, per setting",
+        "wd_effect": f"seed mean of {metric}(wd)/{metric}(wd = 0), paired by seed, {test}",
+        "wd_benefit": "test error at wd = 0 minus at the best wd > 0 (picked on validation), "
+        + (f"in [{check['band'][0]:g}, {check['band'][1]:g}]" if "band" in check else test),
+        "trend": f"seed-combined Spearman trend of {metric} with {check.get('axis')} "
+        f"({'falling' if check['comparison'].startswith('<') else 'rising'}), moving ≥ "
+        f"{check.get('min_spread', 0):.0%}",
+        "spread": f"per seed, (max − min)/max of {metric} over "
+        f"{', '.join(check.get('axes', []))} {test}",
+        "tau": f"per seed, Kendall τ({metric}, gap)"
+        + (f" − best τ of {', '.join(check['versus'])}" if check.get("versus") else "")
+        + f" {test}",
+        "share": "share of members with "
+        + ", ".join(f"{k} {v}" for k, v in check.get("condition", {}).items())
+        + f" {test}",
     }[kind]
+    if "control_metric" in check and kind == "trend":
+        text += f"; and the same for {check['control_metric']}"
+    elif "control_metric" in check:
+        text += (
+            f"; and {check['control_metric']} "
+            f"{check.get('control_comparison', check['comparison'])} "
+            f"{check.get('control_threshold', check['threshold']):g}"
+        )
     conditions = []
     for column, condition in check.get("where", {}).items():
         if isinstance(condition, str) and CONDITION.match(condition):
@@ -384,8 +884,13 @@ def describe(check: dict) -> str:
             conditions.append(f"{column} = {condition}")
     if conditions:
         text += "; where " + ", ".join(conditions)
+    regime = check.get("regime", {})
+    if regime:
+        text += "; regime: " + ", ".join(
+            f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in regime.items()
+        )
     layers = check.get("layers", "first")
-    if kind not in ("wd_benefit", "tau") and layers != "first":
+    if kind not in ("wd_benefit", "tau", "share") and layers != "first":
         text += f"; {layers} layers"
     return text
 
@@ -409,90 +914,267 @@ def excluded_members(tables: dict[str, pd.DataFrame], experiments: list[str]) ->
     return rows
 
 
-def evaluate_check(check: dict, experiments: list[str], tables: dict, histories: dict) -> dict:
-    cases = []
-    for name in experiments:
-        table = tables[name]
-        if "metric" in check and check["metric"] not in table:
-            continue  # e.g. Paper A's eps columns do not exist for deep nets
-        cases += KINDS[check["kind"]](table, histories.get(name), check)
-    cases = decide(cases, check["comparison"], check["threshold"])
-    decided = [c for c in cases if c["passes"] is not None]
-    return {
-        "rule": describe(check),
-        "explain": check.get("explain", ""),
-        "check": check,
-        "experiments": experiments,
-        "cases": cases,
-        "holds_at": [c["case"] for c in decided if c["passes"]],
-        "fails_at": [c["case"] for c in decided if not c["passes"]],
-        "passed": sum(bool(c["passes"]) for c in decided),
-        "decided": len(decided),
-        "verdict": verdict_of(cases),
-        "flip": flip(cases, check["comparison"], check["threshold"]),
-    }
+@dataclass
+class Subject:
+    """A claim or a concern: its deciding checks' cases, and how they make one verdict."""
+
+    kind: str  # "claim" or "concern"
+    entry: dict
+    checks: list[dict]  # {"check", "experiments", "cases": [Case]}
+
+    def verdicts(self, chosen: dict | None = None) -> tuple[str, list[list[dict]]]:
+        """The verdict and each check's outcomes, on all seeds or on `chosen` seeds per
+        experiment (a resample)."""
+        outcomes, per_check = [], []
+        for item in self.checks:
+            results = []
+            for case in item["cases"]:
+                seeds = None if chosen is None else chosen[case.setting["experiment"]]
+                results.append(case.outcome(seeds))
+            outcomes.append(results)
+            if item["check"].get("role", "decides") == "decides":
+                per_check.append(verdict_of([r["outcome"] for r in results]))
+        deciding = [
+            r["outcome"]
+            for item, results in zip(self.checks, outcomes, strict=True)
+            if item["check"].get("role", "decides") == "decides"
+            for r in results
+        ]
+        if self.entry.get("combine") == "all" and per_check:
+            verdict = combined_verdict(per_check, "all")
+        else:
+            verdict = verdict_of(deciding)
+        return verdict, outcomes
 
 
-def evidence_line(checks: list[dict]) -> str:
-    """One line for the summary table: how many cases pass, and where the claim fails."""
-    parts = []
-    for check in checks:
-        values = [c["value"] for c in check["cases"] if c["value"] is not None]
-        low, high = (min(values), max(values)) if values else (None, None)
-        span = f" (values {_short(low)} to {_short(high)})" if values else ""
-        span = f" (value {_short(low)})" if values and _short(low) == _short(high) else span
-        metric = check["check"].get("metric", "test error")
-        if not check["decided"]:
-            parts.append(f"{metric}: no case could be decided")
+def finding_of(verdict: str, decided: list[dict], entry: dict) -> str:
+    """A concern's finding from its checks' verdict: `borne_out_when` names the verdict that
+    bears it out; a mixed verdict bears it out when at least `borne_out_share` of the decided
+    cases point that way."""
+    if verdict == "inconclusive":
+        return "undecided"
+    when = entry.get("borne_out_when", "supported")
+    if verdict != "mixed":
+        return "borne out" if verdict == when else "not borne out"
+    toward = "pass" if when == "supported" else "fail"
+    share = sum(c["outcome"] == toward for c in decided) / len(decided)
+    return "borne out" if share >= entry.get("borne_out_share", 0.5) else "not borne out"
+
+
+def _subjects(registry, config, tables, alpha) -> list[Subject]:
+    by_claim = claim_experiments(registry, config)
+    subjects = []
+    for kind, group in (("claim", registry["claims"]), ("concern", registry["concerns"])):
+        for subject_id in sorted(group, key=id_order):
+            entry = group[subject_id]
+            checks = []
+            for check in entry.get("checks", []):
+                wanted = check.get("experiments") or by_claim.get(subject_id, [])
+                experiments = [e for e in tables if e in wanted]  # the tables' (config) order
+                checks.append(
+                    {
+                        "check": check,
+                        "experiments": experiments,
+                        "cases": _cases_of(check, experiments, tables, alpha),
+                    }
+                )
+            subjects.append(Subject(kind, {"id": subject_id, **entry}, checks))
+    return subjects
+
+
+def reachable_outcomes(checks: list[dict]) -> list[str]:
+    """What the rule could return on this run's grid: a case whose design can reach p < alpha
+    (with every seed of its setting in the regime) can pass or fail; a claim with one such case
+    can be supported or contradicted, with two also mixed; inconclusive always."""
+    powered = 0
+    for item in checks:
+        if item["check"].get("role", "decides") != "decides":
             continue
-        text = f"{metric}: {check['passed']} of {check['decided']} cases pass{span}"
-        failing = [c["case"] for c in check["cases"] if c["passes"] is False]
-        if check["passed"] and failing:
-            text += (
-                "; fails at "
-                + ", ".join(failing[:2])
-                + (f" and {len(failing) - 2} more" if len(failing) > 2 else "")
-            )
-        parts.append(text)
-    return "; ".join(parts)
+        for case in item["cases"]:
+            if case["design_powered"]:
+                powered += 1
+    reach = ["supported", "contradicted"] if powered else []
+    return reach + (["mixed"] if powered >= 2 else []) + ["inconclusive"]
+
+
+def _design_powered(outcome: dict) -> bool:
+    """Could this case be decided on this grid, had every member reached the regime?"""
+    return outcome["outcome"] != "underpowered" and not outcome.get("by_design", False)
+
+
+def stability(subjects: list[Subject], tables: dict, resamples: int, seed: int) -> list[dict]:
+    """Per subject: the share of seed resamples (with replacement, within each experiment) whose
+    verdict agrees with the observed one, and the most common other verdict."""
+    rng = np.random.default_rng(seed)
+    experiment_seeds = {name: sorted(table["seed"].unique()) for name, table in tables.items()}
+    observed = [s.verdicts()[0] for s in subjects]
+    counts = [Counter() for _ in subjects]
+    for _ in range(resamples):
+        chosen = {
+            name: list(rng.choice(seeds, size=len(seeds), replace=True))
+            for name, seeds in experiment_seeds.items()
+        }
+        for index, subject in enumerate(subjects):
+            counts[index][subject.verdicts(chosen)[0]] += 1
+    result = []
+    for verdict, count in zip(observed, counts, strict=True):
+        share = count[verdict] / resamples if resamples else 1.0
+        others = [(n, v) for v, n in count.items() if v != verdict]
+        competing = max(others)[1] if others else None
+        result.append(
+            {
+                "agreement": share,
+                "resamples": resamples,
+                "stable": share >= STABLE,
+                "competing": competing,
+                "counts": dict(count),
+            }
+        )
+    return result
 
 
 def evaluate(
     registry: dict,
     config: dict,
     tables: dict[str, pd.DataFrame],
-    histories: dict[str, pd.DataFrame],
+    histories: dict[str, pd.DataFrame] | None = None,
+    resamples: int = RESAMPLES,
+    alpha: float = statistics.ALPHA,
 ) -> dict:
-    """Every claim's verdict with its checks, cases, excluded members and flip distances."""
+    """Every claim's verdict and every concern's finding, with checks, cases (decided,
+    undecided with reason, underpowered with the seeds needed), scope, stability and excluded
+    members; `results/claims.json` is this dict."""
+    tables = {name: with_derived(table) for name, table in tables.items()}
+    subjects = _subjects(registry, config, tables, alpha)
+    stable = stability(subjects, tables, resamples, RESAMPLE_SEED)
     by_claim = claim_experiments(registry, config)
-    claims = []
-    for claim_id in sorted(registry["claims"], key=id_order):
-        entry = registry["claims"][claim_id]
-        checks = []
-        used: list[str] = []
-        for check in entry["checks"]:
-            wanted = check.get("experiments") or by_claim[claim_id]
-            experiments = [e for e in tables if e in wanted]  # the tables' (config) order
-            used += [e for e in experiments if e not in used]
-            checks.append(evaluate_check(check, experiments, tables, histories))
-        cases = [case for check in checks for case in check["cases"]]
-        verdict = verdict_of(cases)
-        claims.append(
-            {
-                "id": claim_id,
+    out = {"papers": registry["papers"], "claims": [], "concerns": [], "alpha": alpha}
+    for subject, steady in zip(subjects, stable, strict=True):
+        verdict, outcomes = subject.verdicts()
+        checks, used = [], []
+        for item, results in zip(subject.checks, outcomes, strict=True):
+            records = []
+            for case, outcome in zip(item["cases"], results, strict=True):
+                record = _case_record(case, outcome)
+                record["design_powered"] = _design_powered(outcome)
+                records.append(record)
+            used += [e for e in item["experiments"] if e not in used]
+            check_verdict = verdict_of([r["outcome"] for r in records])
+            checks.append(
+                {
+                    "rule": describe(item["check"]),
+                    "explain": item["check"].get("explain", ""),
+                    "role": item["check"].get("role", "decides"),
+                    "check": item["check"],
+                    "experiments": item["experiments"],
+                    "cases": records,
+                    "counts": dict(Counter(r["outcome"] for r in records)),
+                    "verdict": check_verdict,
+                    "scope": scope(records) if check_verdict == "mixed" else None,
+                }
+            )
+        deciding = [c for ch in checks if ch["role"] == "decides" for c in ch["cases"]]
+        entry = subject.entry
+        record = {
+            "id": entry["id"],
+            "checks": checks,
+            "experiments": used,
+            "stability": steady,
+            "counts": dict(Counter(c["outcome"] for c in deciding)),
+            "reachable": reachable_outcomes(checks),
+            "scope": scope(deciding) if verdict == "mixed" else None,
+        }
+        if subject.kind == "claim":
+            record |= {
                 "paper": entry["paper"],
                 "source": entry["source"],
                 "claim": entry["claim"],
                 "note": entry.get("note", ""),
-                "concerns": [{"id": c, **registry["concerns"][c]} for c in entry["concerns"]],
+                "concerns": [{"id": c, **_concern_text(registry, c)} for c in entry["concerns"]],
                 "figures": entry.get("figures", []),
-                "experiments": used,
                 "verdict": verdict,
-                "evidence": evidence_line(checks)
-                if used
+                "shown_verdict": verdict if steady["stable"] else "unstable",
+                "evidence": evidence_line(checks, record["counts"])
+                if by_claim.get(entry["id"]) or used
                 else "no experiment of this config bears on it",
-                "checks": checks,
                 "excluded": excluded_members(tables, used),
             }
+            out["claims"].append(record)
+        else:
+            decided = [c for c in deciding if c["outcome"] in ("pass", "fail")]
+            finding = finding_of(verdict, decided, entry) if entry.get("checks") else "context"
+            record |= {
+                "reviewers": entry["reviewers"],
+                "concern": entry["concern"],
+                "context": entry.get("context", ""),
+                "borne_out_when": entry.get("borne_out_when", "supported"),
+                "verdict": verdict,
+                "finding": finding,
+                "evidence": evidence_line(checks, record["counts"]) if entry.get("checks") else "",
+            }
+            out["concerns"].append(record)
+    answered: dict[str, list[str]] = {}
+    for claim in out["claims"]:
+        for concern in claim["concerns"]:
+            answered.setdefault(concern["id"], []).append(claim["id"])
+    for concern in out["concerns"]:
+        concern["claims"] = answered.get(concern["id"], [])
+    out["summary"] = summary(out)
+    return out
+
+
+def _concern_text(registry: dict, concern_id: str) -> dict:
+    entry = registry["concerns"][concern_id]
+    return {"reviewers": entry["reviewers"], "concern": entry["concern"]}
+
+
+def evidence_line(checks: list[dict], counts: dict) -> str:
+    """One line for the summary table: the deciding cases by outcome, and the scope."""
+    parts = []
+    for check in checks:
+        if check["role"] != "decides":
+            continue
+        tally = Counter(c["outcome"] for c in check["cases"])
+        metric = check["check"].get("metric", "test error")
+        if not check["cases"]:
+            parts.append(f"{metric}: no case")
+            continue
+        text = f"{metric}: {tally['pass']} pass, {tally['fail']} fail"
+        rest = [f"{tally[o]} {o}" for o in ("undecided", "underpowered") if tally[o]]
+        parts.append(
+            text + (f" ({', '.join(rest)})" if rest else "") + f" of {len(check['cases'])}"
         )
-    return {"papers": registry["papers"], "concerns": registry["concerns"], "claims": claims}
+    return "; ".join(parts) if parts else "no deciding check"
+
+
+def summary(result: dict) -> dict:
+    """The "how sure are we" numbers: stable verdicts, verdicts resting on underpowered or
+    undecided cases, and the seeds a paper-scale run would need."""
+    claims = result["claims"]
+    stable = [c["id"] for c in claims if c["stability"]["stable"]]
+    weak = [c["id"] for c in claims if c["counts"].get("underpowered")]
+    undecided = [
+        c["id"]
+        for c in claims
+        if c["counts"].get("undecided", 0) + c["counts"].get("underpowered", 0)
+        > c["counts"].get("pass", 0) + c["counts"].get("fail", 0)
+    ]
+    needed = max(
+        (
+            case.get("seeds_needed") or 0
+            for c in claims
+            for check in c["checks"]
+            for case in check["cases"]
+        ),
+        default=0,
+    )
+    return {
+        "claims": len(claims),
+        "stable": stable,
+        "unstable": [c["id"] for c in claims if not c["stability"]["stable"]],
+        "with_underpowered_cases": weak,
+        "mostly_undecided": undecided,
+        "seeds_needed": needed or None,
+        "verdicts": dict(Counter(c["verdict"] for c in claims)),
+        "findings": dict(Counter(c["finding"] for c in result["concerns"])),
+    }

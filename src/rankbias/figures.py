@@ -23,17 +23,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from rankbias.plan import FIGURE_KINDS, format_number  # noqa: E402
+from rankbias.registry import AXIS_LABEL  # noqa: E402
 from rankbias.storage import atomic_path  # noqa: E402
 
 SETTING_AXES = ("depth", "width", "batch_size", "lr", "weight_decay", "wd_function")
-AXIS_LABEL = {
-    "depth": "L",
-    "width": "H",
-    "batch_size": "B",
-    "lr": "lr",
-    "weight_decay": "wd",
-    "wd_function": "g",
-}
 # W's rank beside that of its learned part W − s_T·W_0 (a fading init also lowers W's rank)
 RANK_PANELS = (
     "rank_galanti",

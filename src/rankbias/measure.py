@@ -172,6 +172,8 @@ def measure_job(
             "batch_norm": bool(spec.get("batch_norm", False)),
             "batch_size": spec["batch_size"],
             "epochs": int(history["epoch"].max()),
+            # SGD steps taken: whole epochs of ceil(N / B) batches (B2 compares equal step counts)
+            "steps": int(history["epoch"].max()) * -(-len(y_train) // spec["batch_size"]),
             "member": last["member"],
             "seed": last["seed"],
             "lr": last["lr"],

@@ -13,6 +13,17 @@ from rankbias.plan import FIGURE_KINDS
 
 GALANTI_EPS = (0.1, 0.3, 0.5)  # ε of Paper B's Theorem 3.3 evaluated (rankbias.paper_b)
 VERDICTS = ("supported", "contradicted", "mixed", "inconclusive")
+OUTCOMES = ("pass", "fail", "undecided", "underpowered")  # of one case
+FINDINGS = ("borne out", "not borne out", "undecided", "context")  # of one concern
+# The setting axes and their short labels (case names, figure legends, scope sentences).
+AXIS_LABEL = {
+    "depth": "L",
+    "width": "H",
+    "batch_size": "B",
+    "lr": "lr",
+    "weight_decay": "wd",
+    "wd_function": "g",
+}
 # Rank and norm metrics of a weight matrix (rankbias.spectra), at the end and at logged epochs.
 SPECTRUM_METRICS = (
     "fro_norm",
@@ -55,6 +66,8 @@ PLATEAU_METRICS = ("effective_rank", "effective_rank_learned", "residual_2", "tr
 PLATEAU_COLUMNS = tuple(
     f"{kind}_{name}" for name in PLATEAU_METRICS for kind in ("plateau_change", "plateaued")
 )
+# Computed by the verdict engine from measured columns (rankbias.claims.with_derived).
+DERIVED_COLUMNS = ("eps_rel", "units_switching", "test_error", "val_error")
 # Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
 METRICS = (
     "train_loss",
@@ -74,6 +87,8 @@ METRICS = (
     *LIVE_METRICS,
     *BOUND_COLUMNS,
     "norm_ratio",
+    "steps",
+    *DERIVED_COLUMNS,
 )
 # Logged per epoch as well (results/tables/<experiment>_history.csv): what `from_init` can compare.
 HISTORY_METRICS = (
@@ -95,16 +110,9 @@ HYPER_COLUMNS = (
     "weight_decay",
     "wd_function",
 )
-SEED_STATISTICS = ("median", "mean", "max", "min")  # over the seeds of a setting
-STATISTICS = {
-    "level": tuple(SEED_STATISTICS),
-    "from_init": tuple(SEED_STATISTICS),
-    "wd_effect": tuple(SEED_STATISTICS),
-    "trend": ("rho",),
-    "spread": ("grid_spread",),
-    "wd_benefit": ("difference", "z"),
-    "tau": ("tau", "granulated_tau"),
-}
+KINDS = ("level", "wd_effect", "wd_benefit", "trend", "spread", "tau", "share")
+# Regime keys of a check (rankbias.claims.regime_reasons): members outside are undecided.
+REGIME_KEYS = ("plateaued", "min_horizon", "min_movement", "max_norm_change", "nontrivial_bound")
 COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 CONDITION = re.compile(r"^\s*(<=|>=|<|>|==|!=)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 CONDITION_OPS = {**COMPARISONS, "==": operator.eq, "!=": operator.ne}
@@ -119,14 +127,15 @@ class ClaimError(ValueError):
 
 
 def claim_experiments(registry: dict, config: dict) -> dict[str, list[str]]:
-    """Claim id -> experiments of this config that list it under `claims` (config order)."""
+    """Claim or concern id -> experiments of this config that list it under `claims` (config
+    order)."""
     return {
         claim: [
             name
             for name, block in config["experiments"].items()
             if claim in block.get("claims", [])
         ]
-        for claim in registry["claims"]
+        for claim in (*registry["claims"], *registry["concerns"])
     }
 
 
@@ -164,21 +173,31 @@ def check_registry(
                 )
         for index, check in enumerate(entry["checks"]):
             _check_check(check, f"{where}.checks[{index}]", config)
+    for concern, entry in registry["concerns"].items():
+        for index, check in enumerate(entry.get("checks", [])):
+            _check_check(check, f"{source}: concerns.{concern}.checks[{index}]", config)
 
 
 def _check_check(check: dict, where: str, config: dict) -> None:
-    kind = check["kind"]
-    metrics = HISTORY_METRICS if kind == "from_init" else METRICS
-    for key in ("metric", "relative_to"):
-        if key in check and check[key] not in metrics:
+    for key in ("metric", "relative_to", "control_metric"):
+        if key in check and check[key] not in METRICS:
             raise ClaimError(
-                f"{where}.{key}: unknown metric {check[key]!r}; allowed: {', '.join(metrics)}"
+                f"{where}.{key}: unknown metric {check[key]!r}; allowed: {', '.join(METRICS)}"
             )
-    statistic = check.get("statistic", STATISTICS[kind][0])
-    if statistic not in STATISTICS[kind]:
+    for name in check.get("versus", []):
+        if name not in METRICS:
+            raise ClaimError(f"{where}.versus: unknown metric {name!r}")
+    for plateau in check.get("regime", {}).get("plateaued", []):
+        if plateau not in PLATEAU_METRICS:
+            raise ClaimError(
+                f"{where}.regime.plateaued: {plateau!r} has no plateau record; "
+                f"allowed: {', '.join(PLATEAU_METRICS)}"
+            )
+    eps = check.get("regime", {}).get("nontrivial_bound")
+    if eps is not None and eps not in GALANTI_EPS:
         raise ClaimError(
-            f"{where}.statistic: {statistic!r} does not apply to kind {kind}; "
-            f"allowed: {', '.join(STATISTICS[kind])}"
+            f"{where}.regime.nontrivial_bound: no Galanti bound at ε = {eps}; "
+            f"allowed: {', '.join(map(str, GALANTI_EPS))}"
         )
     for name in check.get("experiments", []):
         if name not in config["experiments"]:
@@ -186,7 +205,8 @@ def _check_check(check: dict, where: str, config: dict) -> None:
                 f"{where}.experiments: {name!r} is not an experiment of this config; "
                 f"defined: {', '.join(config['experiments'])}"
             )
-    for column, condition in check.get("where", {}).items():
+    conditions = {**check.get("where", {}), **check.get("power_where", {})}
+    for column, condition in {**conditions, **check.get("condition", {})}.items():
         if column not in HYPER_COLUMNS + METRICS:
             raise ClaimError(
                 f"{where}.where: unknown column {column!r}; allowed: {', '.join(HYPER_COLUMNS)} "

@@ -16,6 +16,7 @@ seed cannot (the smallest p is 1/6). Such a case is *underpowered*, undecided, n
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -42,6 +43,14 @@ def paired_test(differences, alternative: str = "greater", alpha: float = ALPHA)
     (could this n reach p < alpha) and `seeds_needed` (for an exact test to be able to)."""
     values = np.asarray(differences, dtype=float)
     values = values[np.isfinite(values)]
+    # the test does not depend on the seeds' order: sorted values share one cache entry
+    return dict(_paired_test(tuple(sorted(values.tolist())), alternative, alpha))
+
+
+@functools.lru_cache(maxsize=200_000)
+def _paired_test(values: tuple, alternative: str, alpha: float) -> dict:
+    """Cached: the seed resamples of the stability check repeat the same values often."""
+    values = np.asarray(values, dtype=float)
     n = len(values)
     needed = seeds_for_sign_flip(alpha)
     if n == 0:
@@ -55,7 +64,10 @@ def paired_test(differences, alternative: str = "greater", alpha: float = ALPHA)
             "reachable": False,
             "seeds_needed": needed,
         }
-    if n <= EXACT_MAX:
+    if n == 1:  # two sign patterns; scipy's permutation test wants two observations
+        toward = values[0] > 0 if alternative == "greater" else values[0] < 0
+        p, test, smallest_p = 0.5 if toward else 1.0, "exact sign-flip permutation, n = 1", 0.5
+    elif n <= EXACT_MAX:
         result = stats.permutation_test(
             (values,),
             np.mean,
@@ -97,6 +109,17 @@ def trend_test(strata: list[tuple], alternative: str = "less", alpha: float = AL
     each over the same number k >= 2 of grid points. `less`: the metric falls as the axis grows.
 
     Returns n (seeds), k, `effect` (mean ρ), `p`, the `test`, `reachable` and `seeds_needed`."""
+    key = tuple(  # the strata's order does not matter: sorted, they share one cache entry
+        sorted(
+            (tuple(np.asarray(x, float).tolist()), tuple(np.asarray(y, float).tolist()))
+            for x, y in strata
+        )
+    )
+    return dict(_trend_test(key, alternative, alpha))
+
+
+@functools.lru_cache(maxsize=50_000)
+def _trend_test(strata: tuple, alternative: str, alpha: float) -> dict:
     strata = [(np.asarray(x, float), np.asarray(y, float)) for x, y in strata]
     strata = [(x, y) for x, y in strata if len(x) >= 2 and np.isfinite(y).all()]
     sizes = {len(x) for x, _ in strata}
@@ -136,4 +159,43 @@ def trend_test(strata: list[tuple], alternative: str = "less", alpha: float = AL
         "test": test,
         "reachable": 1 / orderings < alpha,
         "seeds_needed": needed,
+    }
+
+
+def share_test(flags, comparison: str, threshold: float, alpha: float = ALPHA) -> dict:
+    """Is the share of True among `flags` (one per member) above (`>`, `>=`) or below the
+    threshold? An exact binomial test each way (scipy); pass / fail / undecided, with the share,
+    its 95 % Clopper-Pearson interval and p."""
+    flags = np.asarray(flags, dtype=bool)
+    n, k = len(flags), int(flags.sum())
+    if n == 0:
+        return {"outcome": "undecided", "reason": "no member", "n": 0}
+    greater = comparison.startswith(">")
+    up = stats.binomtest(k, n, threshold, alternative="greater")
+    down = stats.binomtest(k, n, threshold, alternative="less")
+    interval = up.proportion_ci(0.95)
+    p_claim, p_other = (up.pvalue, down.pvalue) if greater else (down.pvalue, up.pvalue)
+    smallest = threshold**n if not greater else (1 - threshold) ** n
+    result = {
+        "value": k / n,
+        "ci": [float(interval.low), float(interval.high)],
+        "n": n,
+        "test": f"exact binomial, {k} of {n}",
+    }
+    if p_claim < alpha:
+        return {**result, "outcome": "pass", "p": float(p_claim)}
+    if p_other < alpha:
+        return {**result, "outcome": "fail", "p": float(p_other)}
+    if min(smallest, threshold**n, (1 - threshold) ** n) >= alpha:
+        return {
+            **result,
+            "outcome": "underpowered",
+            "p": float(min(p_claim, p_other)),
+            "reason": f"{n} members cannot reach p < {alpha:g}",
+        }
+    return {
+        **result,
+        "outcome": "undecided",
+        "p": float(min(p_claim, p_other)),
+        "reason": f"share {k}/{n} not significantly different from {threshold:g}",
     }
