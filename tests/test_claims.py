@@ -185,6 +185,24 @@ def test_a_trend_the_wrong_way_fails_and_one_seed_of_three_points_is_underpowere
     assert all(c["reason"].startswith("fewer than 3") for c in two_points["checks"][0]["cases"])
 
 
+def test_a_grid_point_outside_the_regime_leaves_the_trend_undecided_not_failed():
+    # the rank falls with wd only at the large wd that has not plateaued: cutting that point
+    # off would read "no effect" on what is left of the grid
+    check = {**TREND, "axis": "weight_decay", "comparison": "<=", "layers": "first"}
+    check["regime"] = {"plateaued": ["effective_rank"]}
+    settings = [{"weight_decay": wd} for wd in GRID["weight_decay"]]
+    rank = lambda r: 100 - 500 * (r["weight_decay"] == 0.1) + 0.01 * r["seed"]  # noqa: E731
+    table = member_rows(settings, layers=(1, 2), effective_rank=rank)
+    assert run(check, table)["verdict"] == "supported"
+    table.loc[table["weight_decay"] == 0.1, "plateaued_effective_rank"] = 0.0
+    case = run(check, table)["checks"][0]["cases"][0]
+    assert case["outcome"] == "undecided"
+    assert (
+        case["reason"]
+        == "outside the regime: 1 of 4 grid points lost (5 effective_rank not plateaued)"
+    )
+
+
 def test_equal_epoch_slices_are_reported_apart_when_steps_must_be_equal():
     rising = lambda r: 100 + r["batch_size"] + 0.01 * r["seed"]  # noqa: E731
     table = trend_table(rising)
@@ -461,13 +479,8 @@ MEASURABLE = ["C1", "C2", "C3", "C5", "C6", "C7", "C8", "C9", "C10"]
 @pytest.mark.parametrize("borne_out", [True, False], ids=["borne-out", "not-borne-out"])
 def test_every_measurable_concern_gets_a_finding_both_ways(concern_id, borne_out):
     entries = registry()
-    experiments = {
-        c.get("experiments", [None])[0] for c in entries["concerns"][concern_id]["checks"]
-    }
-    tables, config = {}, {"experiments": {}}
-    for name in sorted(e or "exp" for e in experiments):
-        tables[name] = concern_table(concern_id, borne_out).assign(experiment=name)
-        config["experiments"][name] = {"claims": [concern_id], "runs": []}
+    tables = {"exp": concern_table(concern_id, borne_out)}
+    config = {"experiments": {"exp": {"claims": [concern_id], "runs": []}}}
     result = evaluate(entries, config, tables, resamples=0)
     concern = {c["id"]: c for c in result["concerns"]}[concern_id]
     assert concern["finding"] == ("borne out" if borne_out else "not borne out"), concern[
@@ -540,3 +553,29 @@ def test_excluded_members_are_listed_with_their_reason():
     table.loc[table["seed"] == 2, ["status", "status_reason"]] = ["collapsed", "chance accuracy"]
     excluded = claims.excluded_members({"exp": table}, ["exp"])
     assert len(excluded) == 108 and excluded[0]["reason"] == "chance accuracy"
+
+
+def test_two_runs_compare_verdict_by_verdict_and_flag_only_silent_moves():
+    def run_of(verdict, agreement, scope=None):
+        stability = {"agreement": agreement, "stable": agreement >= 0.8}
+        claim = {"id": "A1", "verdict": verdict, "stability": stability, "scope": scope}
+        return {"claims": [claim], "concerns": []}
+
+    housing = {"text": "holds on housing; fails on mnist", "holds_where": "on housing"}
+    mnist = {"text": "holds on mnist; fails on housing", "holds_where": "on mnist"}
+    assert (
+        claims.compare(run_of("mixed", 1.0, housing), run_of("mixed", 0.9, housing))[0]["status"]
+        == "agree"
+    )
+    assert (
+        claims.compare(run_of("mixed", 1.0, housing), run_of("mixed", 1.0, mnist))[0]["status"]
+        == "scope differs"
+    )
+    assert (
+        claims.compare(run_of("supported", 1.0), run_of("mixed", 0.6, housing))[0]["status"]
+        == "flagged"
+    )
+    assert (
+        claims.compare(run_of("supported", 1.0), run_of("contradicted", 0.95))[0]["status"]
+        == "flip"
+    )

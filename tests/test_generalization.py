@@ -3,11 +3,10 @@
 import itertools
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from rankbias.generalization import granulated_tau, kendall_tau, matched_weight_decay, tau_table
+from rankbias.generalization import granulated_tau, kendall_tau, tau_table
 
 
 def test_kendall_tau_b_by_hand():
@@ -62,23 +61,3 @@ def test_tau_table_counts_vacuous_bounds_against_the_trivial_value():
     row = tau_table(table).set_index("measure").loc["bound_grs"]
     assert row["vacuous"] == "3/11"  # wd = 0 models: bound 5 >= 1, the error gap's trivial value
     assert row["models"] == 11
-
-
-def test_matched_weight_decay_pairs_seeds_and_compares_with_their_noise():
-    errors = {
-        (0.0, 0): 0.10,
-        (0.0, 1): 0.12,
-        (0.01, 0): 0.08,
-        (0.01, 1): 0.10,
-        (0.1, 0): 0.20,
-        (0.1, 1): 0.22,
-    }
-    table = grid(lambda lr, wd, s: 0.0, lambda lr, wd, s: 1.0)
-    pairs = zip(table["weight_decay"], table["seed"], strict=True)
-    table["test_acc"] = [1 - errors[pair] for pair in pairs]
-    result = matched_weight_decay(table)
-    assert len(result) == 2  # one row per lr
-    row = result.iloc[0]
-    assert row["best_wd"] == 0.01 and row["difference"] == pytest.approx(0.02)
-    assert row["seeds"] == 2 and row["beyond_noise"]  # the paired differences are both 0.02
-    assert row["seed_sd_wd0"] == pytest.approx(np.std([0.10, 0.12], ddof=1))

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from rankbias.report import _number, experiment_tables, regime_table, run_table
+from rankbias.summaries import experiment_statistics
 
 
 def test_number_formatting():
@@ -67,6 +68,7 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
                 "rank_galanti": 10 * layer + (wd > 0) + seed,
                 "galanti_bound_0.5": np.inf if wd == 0 else 500.0,
                 "test_acc": 0.9 - 0.1 * seed,
+                "val_acc": 0.9 - 0.1 * seed + 0.01 * (wd > 0),
                 "test_loss": 0.3,
                 "gap": 0.05 + 0.01 * seed,
                 "loss": "ce",
@@ -76,7 +78,8 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
             }
         )
     table = pd.DataFrame(rows)
-    tables = {t["title"]: t["rows"] for t in experiment_tables(table, {}, "weight_decay")}
+    summary = experiment_statistics(table)  # what the statistics rule writes
+    tables = {t["title"]: t["rows"] for t in experiment_tables(table, {}, "weight_decay", summary)}
     hidden = tables[
         "Final losses and rank metrics of every hidden layer (median over seeds, by weight_decay)"
     ]
@@ -98,6 +101,7 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
     )  # bound >= 1, the error gap's trivial value
     matched = next(rows for title, rows in tables.items() if title.startswith("Does weight decay"))
     assert matched[0]["best_wd"] == "0.01" and matched[0]["seeds"] == 2
+    assert matched[0]["test"] == "exact sign-flip permutation, n = 2"
 
 
 def test_run_table_orders_settings_by_number_not_by_text():
@@ -125,12 +129,26 @@ def test_claim_figures_are_embedded_once_then_linked():
     check = {
         "check": {"metric": "residual_2"},
         "cases": [
-            {"case": "e · d", "value": 0.01, "n": 3, "residual_2": 0.01, "passes": True},
-            {"case": "e · d2", "value": None, "n": 0, "passes": None, "reason": "why"},
+            {
+                "case": "e · d",
+                "outcome": "pass",
+                "value": 0.01,
+                "ci": [0.005, 0.015],
+                "p": 1 / 32,
+                "n": 5,
+                "test": "exact sign-flip permutation, n = 5",
+            },
+            {"case": "e · d2", "outcome": "underpowered", "n": 2, "reason": "2 seeds cannot"},
         ],
         "verdict": "supported",
     }
-    claim = {"verdict": "supported", "experiments": ["e", "f"], "checks": [check]}
+    stability = {"agreement": 0.9, "resamples": 200, "stable": True, "competing": "inconclusive"}
+    claim = {
+        "verdict": "supported",
+        "experiments": ["e", "f"],
+        "checks": [check],
+        "stability": stability,
+    }
     verdicts = {
         "claims": [
             {**claim, "id": "A1", "figures": ["rank", "spectra"]},
@@ -147,13 +165,17 @@ def test_claim_figures_are_embedded_once_then_linked():
     rows = sections[0]["checks"][0]["rows"]
     assert rows[0] == {
         "case": "e · d",
-        "statistic": "0.01",
-        "n": "3",
-        "residual_2 (median)": "0.01",
-        "result": "✓ pass",
+        "seed mean": "0.01",
+        "95 % CI": "[0.005, 0.015]",
+        "p": "0.0312",
+        "n": "5",
+        "test": "exact sign-flip permutation, n = 5",
+        "outcome": "✓ pass",
         "reason": "",
     }
-    assert rows[1]["result"] == "– undecided" and rows[1]["statistic"] == "–"
+    assert rows[1]["outcome"] == "○ underpowered" and rows[1]["seed mean"] == "–"
+    assert rows[1]["reason"] == "2 seeds cannot"
+    assert sections[0]["stability_text"] == "90% of 200 seed resamples agree"
 
 
 def test_regime_table_counts_each_member_once_per_criterion():

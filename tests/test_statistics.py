@@ -65,13 +65,34 @@ def test_a_trend_over_three_points_and_one_seed_is_underpowered():
     assert got["seeds_needed"] == 2  # (1/6)^2 = 1/36 < 0.05
 
 
+def test_the_exact_null_equals_enumerating_every_stratified_ordering():
+    """The convolution of single-seed nulls against brute force over all 24^3 orderings, with
+    ties in one seed's metric."""
+    x = np.arange(4.0)
+    ys = [np.array([4.0, 3.0, 1.0, 2.0]), np.array([2.0, 2.0, 1.0, 0.0]), np.array([1.0, 3, 2, 4])]
+    got = trend_test([(x, y) for y in ys], "less")
+
+    def rho(a, b):
+        return scipy_stats.spearmanr(a, b).statistic
+
+    observed = np.mean([rho(x, y) for y in ys])
+    orders = list(itertools.permutations(range(4)))
+    single = [[rho(x, y[list(order)]) for order in orders] for y in ys]
+    means = np.add.outer(np.add.outer(single[0], single[1]), single[2]).ravel() / 3
+    assert got["effect"] == pytest.approx(observed)
+    assert got["p"] == pytest.approx(np.mean(means <= observed + 1e-12))
+    assert got["test"] == "exact stratified permutation"
+    flat = trend_test([(x, np.ones(4)) for _ in range(5)], "less")  # a constant metric
+    assert flat["p"] == pytest.approx(1.0) and flat["smallest_p"] == 1.0 and flat["reachable"]
+
+
 def test_large_designs_use_a_seeded_monte_carlo_that_repeats():
     rng = np.random.default_rng(3)
-    strata = [(np.arange(8), -np.arange(8) + rng.normal(0, 2, 8)) for _ in range(3)]
+    strata = [(np.arange(9), -np.arange(9) + rng.normal(0, 2, 9)) for _ in range(3)]
     first, second = trend_test(strata, "less"), trend_test(strata, "less")
     assert first["p"] == second["p"] and first["test"].startswith("stratified permutation")
     assert first["p"] < ALPHA and first["effect"] < -0.5
-    unrelated = [(np.arange(8), rng.normal(0, 1, 8)) for _ in range(3)]
+    unrelated = [(np.arange(9), rng.normal(0, 1, 9)) for _ in range(3)]
     assert trend_test(unrelated, "less")["p"] > ALPHA
 
 

@@ -51,7 +51,10 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert html.index("Tiny batch-size sweep") < html.index("Tiny end-to-end check")
     # 5 default figures in each of 2 experiments, and the 5 listed by tiny_deep
     assert html.count('src="data:image/svg+xml;base64,') == 5 * 2 + 5
-    assert "The output layer, reported apart" in html and "Spearman correlation" in html
+    assert "The output layer, reported apart" in html and "Seed-combined Spearman trend" in html
+    assert "How sure are we?" in html and "seed resamples agree" in html
+    statistics = json.loads((workdir / "results" / "statistics" / "tiny_deep.json").read_text())
+    assert set(statistics) == {"trends", "tau", "wd_benefit"}
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "<script" not in html and "<link" not in html
     table = pd.read_csv(workdir / "results" / "tables" / "tiny.csv")
@@ -86,6 +89,12 @@ def test_tiny_config_runs_end_to_end(tiny_run):
         registry["claims"], key=lambda cid: (cid[0], int(cid[1:]))
     )
     assert {c["verdict"] for c in verdicts["claims"]} <= set(VERDICTS)
+    findings = {c["id"]: c["finding"] for c in verdicts["concerns"]}
+    assert set(findings) == set(registry["concerns"])
+    assert set(findings.values()) <= {"borne out", "not borne out", "undecided", "context"}
+    assert findings["C4"] == findings["C11"] == "context"
+    assert all(0 <= c["stability"]["agreement"] <= 1 for c in verdicts["claims"])
+    assert verdicts["summary"]["claims"] == len(registry["claims"])
     by_id = {c["id"]: c for c in verdicts["claims"]}
     assert by_id["B7"]["experiments"] == ["tiny_deep"] and by_id["B7"]["checks"][0]["cases"]
     assert by_id["A4"]["evidence"] == "no experiment of this config bears on it"

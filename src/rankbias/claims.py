@@ -125,14 +125,14 @@ def regime_reasons(rows: pd.DataFrame, regime: dict) -> pd.Series:
         flag(column == 0, f"{metric} not plateaued")
     if "min_horizon" in regime:
         flag(rows["decay_horizon"] < regime["min_horizon"], f"h < {regime['min_horizon']:g}")
+    if "nontrivial_bound" in regime:  # the design's property first, then training's
+        bound = rows[f"galanti_bound_{regime['nontrivial_bound']}"]
+        flag(~(bound < rows[["rows", "cols"]].min(axis=1)), "trivial bound")
     if "min_movement" in regime:
         flag(rows["movement"] < regime["min_movement"], "weights barely moved")
     if "max_norm_change" in regime:
         change = (rows["norm_ratio"] - 1).abs()
         flag(~(change <= regime["max_norm_change"]), "norm not stabilised")
-    if "nontrivial_bound" in regime:
-        bound = rows[f"galanti_bound_{regime['nontrivial_bound']}"]
-        flag(~(bound < rows[["rows", "cols"]].min(axis=1)), "trivial bound")
     return reasons
 
 
@@ -492,16 +492,25 @@ def trend_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
         if "control_metric" in check:
             control, _ = _common_grid(block, [axis], check, check["control_metric"])
             control = control.reindex(index=main.index, columns=main.columns)
+        values = block[axis].nunique()
+        if values < 2:
+            continue  # the axis is not swept in this block: no trend to test
         steps = block.groupby(axis)["steps"].median() if "steps" in block else None
-        reason = None
-        if check.get("equal_steps") and (steps is None or steps.max() > EQUAL_STEPS * steps.min()):
+        reason, by_design = None, True
+        if values < MIN_TREND_SETTINGS:
+            reason = f"fewer than {MIN_TREND_SETTINGS} values of {axis}"
+        elif check.get("equal_steps") and (
+            steps is None or steps.max() > EQUAL_STEPS * steps.min()
+        ):
             reason = (
                 f"{axis} varies at equal epochs, not equal steps: confounded with the step count"
             )
-        elif block[axis].nunique() < MIN_TREND_SETTINGS:
-            reason = f"fewer than {MIN_TREND_SETTINGS} values of {axis}"
-        elif main.shape[1] < MIN_TREND_SETTINGS:
-            reason = f"fewer than {MIN_TREND_SETTINGS} grid points in the regime ({excluded})"
+        elif main.shape[1] < values:  # a trend over the part of the grid left would be biased
+            reason = (
+                f"outside the regime: {values - main.shape[1]} of {values} grid points lost "
+                f"({excluded})"
+            )
+            by_design = False
         extra = {
             "settings": int(block[axis].nunique()),
             "grid_points": int(main.shape[1]),
@@ -512,7 +521,7 @@ def trend_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
                 name,
                 setting,
                 sorted(main.index),
-                _trend_decider(check, main, control, reason, excluded, alpha),
+                _trend_decider(check, main, control, (reason, by_design), excluded, alpha),
                 extra,
             )
         )
@@ -563,10 +572,12 @@ def _decide_trend(check: dict, grid: pd.DataFrame, seeds: list, alpha: float) ->
     return {**result, "outcome": "undecided", "p": for_claim["p"], "reason": "no significant trend"}
 
 
-def _trend_decider(check, main, control, reason, excluded, alpha):
+def _trend_decider(check, main, control, why_not, excluded, alpha):
+    reason, by_design = why_not
+
     def decide(seeds: list) -> dict:
         if reason:
-            return _undecided(reason, by_design=True)
+            return _undecided(reason, by_design=by_design)
         if not seeds:
             return _undecided("no seed complete over the grid")
         result = _decide_trend(check, main, seeds, alpha)
@@ -771,7 +782,7 @@ def scope(cases: list[dict]) -> dict | None:
 
 def _splits(axis: str, values: list) -> list[dict]:
     """Candidate rules on one axis: value sets for categories, thresholds for numbers."""
-    name = {"dataset": "on", "experiment": "in"}.get(axis)
+    name = {"dataset": "on", "experiment": "in", "layer": "in"}.get(axis)
     if isinstance(values[0], str) or axis in ("experiment", "dataset", "layer"):
         unique = sorted(set(values), key=str)
         shown = [f"W{v}" if axis == "layer" else str(v) for v in unique]
@@ -1153,18 +1164,28 @@ def summary(result: dict) -> dict:
     claims = result["claims"]
     stable = [c["id"] for c in claims if c["stability"]["stable"]]
     weak = [c["id"] for c in claims if c["counts"].get("underpowered")]
-    undecided = [
-        c["id"]
-        for c in claims
-        if c["counts"].get("undecided", 0) + c["counts"].get("underpowered", 0)
-        > c["counts"].get("pass", 0) + c["counts"].get("fail", 0)
-    ]
+    undecided = []  # more cases undecided by regime or power than decided (design gaps aside)
+    for claim in claims:
+        cases = [
+            case
+            for check in claim["checks"]
+            if check["role"] == "decides"
+            for case in check["cases"]
+        ]
+        open_cases = sum(
+            case["outcome"] == "underpowered"
+            or (case["outcome"] == "undecided" and not case.get("by_design"))
+            for case in cases
+        )
+        if open_cases > sum(case["outcome"] in ("pass", "fail") for case in cases):
+            undecided.append(claim["id"])
     needed = max(
         (
             case.get("seeds_needed") or 0
             for c in claims
             for check in c["checks"]
             for case in check["cases"]
+            if case["outcome"] == "underpowered"
         ),
         default=0,
     )
@@ -1178,3 +1199,41 @@ def summary(result: dict) -> dict:
         "verdicts": dict(Counter(c["verdict"] for c in claims)),
         "findings": dict(Counter(c["finding"] for c in result["concerns"])),
     }
+
+
+def compare(first: dict, second: dict) -> list[dict]:
+    """Two runs' claims.json (e.g. disjoint seed sets on the same grids), claim by claim and
+    concern by concern: `agree` (same verdict; a mixed one with the same scope), `flagged`
+    (different, but unstable in at least one run: the report warned), or `flip` (different and
+    stable in both: a verdict that moved silently) and `scope differs` (mixed in both, scoped
+    differently)."""
+    rows = []
+    for group, key in (("claims", "verdict"), ("concerns", "finding")):
+        other = {entry["id"]: entry for entry in second[group]}
+        for entry in first[group]:
+            twin = other.get(entry["id"])
+            if twin is None:
+                continue
+            steady = entry["stability"]["stable"] and twin["stability"]["stable"]
+            scopes = [(e.get("scope") or {}).get("text") for e in (entry, twin)]
+            if entry[key] != twin[key]:
+                status = "flip" if steady else "flagged"
+            elif entry["verdict"] == "mixed" and (entry.get("scope") or {}).get("holds_where") != (
+                twin.get("scope") or {}
+            ).get("holds_where"):
+                status = "scope differs" if steady else "flagged"
+            else:
+                status = "agree"
+            rows.append(
+                {
+                    "id": entry["id"],
+                    "first": entry[key],
+                    "second": twin[key],
+                    "first_agreement": entry["stability"]["agreement"],
+                    "second_agreement": twin["stability"]["agreement"],
+                    "first_scope": scopes[0],
+                    "second_scope": scopes[1],
+                    "status": status,
+                }
+            )
+    return rows

@@ -160,15 +160,42 @@ def cmd_claims(args: argparse.Namespace) -> None:
     config = json.loads(args.meta)["config"]
     check_registry(registry, config, args.registry)
     tables = {Path(p).stem: pd.read_csv(p) for p in args.tables}
-    histories = {Path(p).stem.removesuffix("_history"): pd.read_csv(p) for p in args.histories}
-    verdicts = evaluate(registry, config, tables, histories)
+    verdicts = evaluate(registry, config, tables)
     verdicts["registry"] = {
         "file": args.registry,
         "sha256": hashlib.sha256(Path(args.registry).read_bytes()).hexdigest()[:16],
     }
     write_json(args.out, verdicts)
     counts = pd.Series([c["verdict"] for c in verdicts["claims"]]).value_counts().to_dict()
-    _log(f"{len(verdicts['claims'])} claims: {counts}")
+    _log(f"{len(verdicts['claims'])} claims: {counts}; unstable: {verdicts['summary']['unstable']}")
+    findings = pd.Series([c["finding"] for c in verdicts["concerns"]]).value_counts().to_dict()
+    _log(f"{len(verdicts['concerns'])} concerns: {findings}")
+
+
+def cmd_statistics(args: argparse.Namespace) -> None:
+    from rankbias.summaries import experiment_statistics
+
+    result = experiment_statistics(pd.read_csv(args.table))
+    write_json(args.out, result)
+    _log(f"{args.out}: " + ", ".join(f"{len(rows)} {name} rows" for name, rows in result.items()))
+
+
+def cmd_compare_claims(args: argparse.Namespace) -> None:
+    from rankbias.claims import compare
+
+    rows = compare(read_json(Path(args.first)), read_json(Path(args.second)))
+    print("| id | first | second | agreement | scope (first / second) | status |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        agreement = f"{row['first_agreement']:.0%} / {row['second_agreement']:.0%}"
+        scope = " / ".join(s or "–" for s in (row["first_scope"], row["second_scope"]))
+        print(
+            f"| {row['id']} | {row['first']} | {row['second']} | {agreement} | {scope} "
+            f"| {row['status']} |"
+        )
+    silent = [row["id"] for row in rows if row["status"] in ("flip", "scope differs")]
+    if silent:
+        sys.exit(f"verdicts that moved without being flagged unstable: {', '.join(silent)}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -183,6 +210,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         [Path(p) for p in args.data_info],
         [Path(p) for p in args.runs],
         Path(args.claims),
+        [Path(p) for p in args.statistics],
     )
     _log(f"wrote {args.out}")
 
@@ -241,11 +269,24 @@ def parser() -> argparse.ArgumentParser:
     figure.add_argument("--hue", default="batch_size", help="the colour axis (grid, heatmap)")
     figure.set_defaults(func=cmd_figure)
 
+    summary = steps.add_parser(
+        "statistics", help="an experiment's seed-tested trends, tau and weight-decay benefit"
+    )
+    summary.add_argument("--table", required=True, help="results/tables/<experiment>.csv")
+    summary.add_argument("--out", required=True, help="results/statistics/<experiment>.json")
+    summary.set_defaults(func=cmd_statistics)
+
+    twins = steps.add_parser(
+        "compare-claims", help="two runs' claims.json side by side; exits 1 on a silent flip"
+    )
+    twins.add_argument("first", help="claims.json of one run")
+    twins.add_argument("second", help="claims.json of another (e.g. other seeds, same grids)")
+    twins.set_defaults(func=cmd_compare_claims)
+
     claims = steps.add_parser("claims", help="a verdict per claim of the registry")
     claims.add_argument("--registry", required=True, help="config/claims.yaml")
     claims.add_argument("--meta", required=True, help="the run's config, as JSON")
     claims.add_argument("--tables", nargs="+", required=True, help="<experiment>.csv tables")
-    claims.add_argument("--histories", nargs="+", required=True, help="<experiment>_history.csv")
     claims.add_argument("--out", required=True, help="claims.json to write")
     claims.set_defaults(func=cmd_claims)
 
@@ -256,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--data-info", nargs="+", required=True)
     report.add_argument("--runs", nargs="+", required=True, help="result.json of every job")
     report.add_argument("--claims", required=True, help="claims.json from `rankbias claims`")
+    report.add_argument(
+        "--statistics",
+        nargs="+",
+        required=True,
+        help="<experiment>.json from `rankbias statistics`",
+    )
     report.add_argument("--template-dir", required=True)
     report.add_argument("--out", required=True)
     report.set_defaults(func=cmd_report)

@@ -26,7 +26,6 @@ MEASURES = (
 )
 VACUITY_BOUNDS = ("bound_grs", "bound_spectral")
 HYPER_AXES = ("batch_size", "lr", "weight_decay", "depth", "width", "wd_function", "dataset")
-MATCH_KEYS = ("dataset", "lr", "batch_size", "depth", "width", "wd_function", "batch_norm")
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
@@ -87,47 +86,4 @@ def tau_table(table: pd.DataFrame) -> pd.DataFrame:
             vacuous = (rows[measure] >= trivial_value(rows)) & rows[measure].notna()
             entry["vacuous"] = f"{int(vacuous.sum())}/{int(rows[measure].notna().sum())}"
         result.append(entry)
-    return pd.DataFrame(result)
-
-
-def test_error(rows: pd.DataFrame) -> pd.Series:
-    return pd.Series(np.where(rows["loss"] == "ce", 1 - rows["test_acc"], rows["test_loss"]))
-
-
-def matched_weight_decay(table: pd.DataFrame) -> pd.DataFrame:
-    """Within matched settings (same data, lr, B, depth, width, g): test error of the best wd > 0
-    (lowest mean over seeds) against wd = 0, paired by seed (same initialisation and data order).
-
-    `difference` = mean over seeds of err(wd = 0) − err(best wd); it counts as larger than the
-    seed-to-seed noise when it exceeds twice its standard error. The best wd is chosen on the
-    test error itself, which favours it: an optimistic reading for weight decay."""
-    rows = models(table).copy()
-    rows["test_error"] = test_error(rows).to_numpy()
-    keys = [k for k in MATCH_KEYS if k in rows]
-    result = []
-    for key, group in rows.groupby(keys):
-        without = group[group["weight_decay"] == 0].set_index("seed")["test_error"]
-        decayed = group[group["weight_decay"] > 0]
-        if without.empty or decayed.empty:
-            continue
-        means = decayed.groupby("weight_decay")["test_error"].mean()
-        best = means.idxmin()
-        with_best = decayed[decayed["weight_decay"] == best].set_index("seed")["test_error"]
-        paired = (without - with_best).dropna()
-        error = paired.std(ddof=1) / np.sqrt(len(paired)) if len(paired) > 1 else float("nan")
-        result.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "best_wd": best,
-                "error_wd0": without.mean(),
-                "error_best": with_best.mean(),
-                "difference": paired.mean(),
-                "difference_se": error,
-                "seed_sd_wd0": without.std(ddof=1) if len(without) > 1 else float("nan"),
-                "seeds": len(paired),
-                "beyond_noise": bool(abs(paired.mean()) > 2 * error)
-                if np.isfinite(error)
-                else None,
-            }
-        )
     return pd.DataFrame(result)

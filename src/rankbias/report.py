@@ -21,8 +21,6 @@ import pandas as pd
 
 from rankbias import __version__
 from rankbias.figures import SETTING_AXES, add_setting, hidden_layers
-from rankbias.generalization import matched_weight_decay, tau_table
-from rankbias.paper_b import rank_correlations
 from rankbias.plan import DEFAULT_FIGURES, format_number
 from rankbias.registry import BOUND_COLUMNS, PAPER_A_COLUMNS
 from rankbias.storage import read_json, write_text
@@ -151,10 +149,11 @@ TAU_NOTE = (
     "models whose bound reaches the trivial value, out of those with a finite bound."
 )
 MATCHED_NOTE = (
-    "Per matched setting (same data, lr, B, depth, width, g): the wd > 0 with the lowest mean test "
-    "error (test loss for regression) against wd = 0, paired by seed (same initialisation and "
-    "data order). difference = mean of err(wd = 0) − err(best wd); beyond_noise when it exceeds "
-    "twice its standard error. Choosing the best wd on the test error favours weight decay."
+    "Per matched setting (same data, lr, B, depth, width, g): the wd > 0 with the lowest mean "
+    "validation error (a split carved from the training set; no peeking at the test set) against "
+    "wd = 0, paired by seed (same initialisation and data order) on the test error (test loss for "
+    "regression). improvement = mean of err(wd = 0) − err(best wd), its 95 % t interval "
+    "(ci_low, ci_high) and the one-sided p of an exact sign-flip test that it is above 0."
 )
 REGIME_NOTE = (
     "ok: trained normally (not diverged, not collapsed). plateaued: effective_rank of W1 changed "
@@ -175,15 +174,13 @@ PAPER_A_NOTE = (
     "all mini-batches that Assumption 2.5 requires."
 )
 CORRELATION_NOTE = (
-    "Spearman rho between the axis and the rank metric over the grid: one point per setting "
-    "(median over seeds of members with status ok), separately for settings with wd > 0 and "
-    "wd = 0. grid_spread = (max − min)/max of the per-setting medians: how far the rank moves at "
-    "all over the grid. Paper B's direction with wd > 0: + for batch size (smaller B, lower "
-    "rank), − for lr and wd (B2–B4); agrees: yes if rho has that sign and |rho| >= 0.5, opposite "
-    "if the other sign with |rho| >= 0.5, weak otherwise. With wd = 0 Paper B predicts minimal "
-    "effect (B5): agrees is yes when grid_spread <= 0.1, whatever rho's sign. rho_within: the "
-    "median of rho computed inside each slice where the other varied axes are fixed (slices: "
-    "how many); it shows an effect that pooling over the other axes can hide."
+    "Per hidden layer (W1 of a two-layer net), swept axis, rank metric and slice (every other axis "
+    "fixed): Spearman's rho of the axis with the metric within each seed, averaged over seeds "
+    "(rho), and the p-values of a seed-stratified permutation test that the rank falls (p_falling) "
+    "or rises (p_rising) with the axis; separately for settings with wd > 0 and wd = 0. "
+    "grid_spread = (max − min)/max of the per-point medians: how far the rank moves at all. Paper "
+    "B's direction with wd > 0: rising with batch size, falling with lr and wd (B2–B4); with wd = "
+    "0 it predicts minimal effect (B5)."
 )
 PAPER_B_NOTE = (
     "galanti_bound_ε = B·log(2/ε)/(2·lr·λ) with λ = wd/2 (∞ at wd = 0), at the last epoch's "
@@ -240,21 +237,10 @@ def run_table(
     return rows if columns else []
 
 
-def correlation_table(table: pd.DataFrame) -> list[dict]:
-    frame = rank_correlations(table)
-    if frame.empty or frame["rho"].isna().all():
-        return []
-    frame = frame.dropna(subset=["rho"])
-    return [
-        {
-            **row,
-            "rho": _number(row["rho"], 2),
-            "grid_spread": _number(row["grid_spread"], 2),
-            "rho_within": _number(row["rho_within"], 2),
-            "layer": f"W{row['layer']}",
-        }
-        for row in frame.to_dict(orient="records")
-    ]
+def trend_rows(summary: dict) -> list[dict]:
+    """The statistics rule's seed-combined trends, formatted."""
+    numeric = ("rho", "p_falling", "p_rising", "grid_spread")
+    return _formatted(pd.DataFrame(summary.get("trends", [])), numeric)
 
 
 def _formatted(frame: pd.DataFrame, numeric: tuple[str, ...]) -> list[dict]:
@@ -262,8 +248,12 @@ def _formatted(frame: pd.DataFrame, numeric: tuple[str, ...]) -> list[dict]:
     return [{k: _number(v) if k in numeric else v for k, v in r.items()} for r in records]
 
 
-def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict]:
-    """The tables of one experiment's section, each {title, note, rows}; empty ones dropped."""
+def experiment_tables(
+    table: pd.DataFrame, block: dict, sweep: str, summary: dict | None = None
+) -> list[dict]:
+    """The tables of one experiment's section, each {title, note, rows}; empty ones dropped.
+    `summary`: the experiment's statistics (results/statistics/<experiment>.json)."""
+    summary = summary or {}
     deep = bool((table["depth"] > 2).any() or table.get("batch_norm", pd.Series(False)).any())
     paper_b = deep or {"B7", "B8"} & set(block.get("claims") or [])
     layers = "hidden" if deep else "first"
@@ -290,9 +280,9 @@ def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict
             "rows": run_table(table, PAPER_A_COLUMNS, sweep),
         },
         {
-            "title": "Spearman correlation of rank with each swept axis, per hidden layer",
+            "title": "Seed-combined Spearman trend of rank with each swept axis, per slice",
             "note": CORRELATION_NOTE,
-            "rows": correlation_table(table),
+            "rows": trend_rows(summary),
         },
     ]
     tables += [
@@ -304,14 +294,14 @@ def experiment_tables(table: pd.DataFrame, block: dict, sweep: str) -> list[dict
         {
             "title": "Which measure tracks the gap? Kendall τ over the healthy models",
             "note": TAU_NOTE,
-            "rows": _formatted(tau_table(table), ("tau", "granulated_tau")),
+            "rows": _formatted(pd.DataFrame(summary.get("tau", [])), ("tau", "granulated_tau")),
         },
         {
-            "title": "Does weight decay buy test error? Best wd > 0 against wd = 0",
+            "title": "Does weight decay buy test error? Best wd > 0 (on validation) against wd = 0",
             "note": MATCHED_NOTE,
             "rows": _formatted(
-                matched_weight_decay(table),
-                ("best_wd", "error_wd0", "error_best", "difference", "seed_sd_wd0"),
+                pd.DataFrame(summary.get("wd_benefit", [])),
+                ("best_wd", "error_wd0", "error_best", "improvement", "ci_low", "ci_high", "p"),
             ),
         },
     ]
@@ -434,43 +424,63 @@ def provenance(runs: list[dict], meta: dict) -> dict:
 
 
 VERDICT_MARK = {"supported": "✓", "contradicted": "✗", "mixed": "◐", "inconclusive": "?"}
-RESULT_MARK = {True: "✓ pass", False: "✗ fail", None: "– undecided"}
+FINDING_MARK = {"borne out": "✓", "not borne out": "✗", "undecided": "?", "context": "·"}
+RESULT_MARK = {
+    "pass": "✓ pass",
+    "fail": "✗ fail",
+    "undecided": "– undecided",
+    "underpowered": "○ underpowered",
+}
 CASE_COLUMNS = {  # case key -> column header of the numbers table, in this order
     "case": "case",
-    "value": "statistic",
+    "value": "seed mean",
+    "ci": "95 % CI",
+    "p": "p",
     "n": "n",
-    "settings": "settings",
-    "grid_spread": "grid_spread",
-    "init_value": "at init (median)",
-    "wd0_value": "at wd = 0 (median)",
-    "best_wd": "best wd",
-    "error_wd0": "error at wd = 0",
-    "error_best": "error at best wd",
-    "models": "models",
-    "min_side": "layer's smaller side",
+    "median": "median",
+    "grid_spread": "grid spread",
+    "grid_points": "grid points",
+    "best_wd": "best wd (validation)",
+    "error_wd0": "test error at wd = 0",
+    "error_best": "test error at best wd",
+    "relative_to_median": "bound (median)",
+    "test": "test",
 }
 OPEN_CASES = 12  # numbers tables up to this many rows are shown open, longer ones folded
 
 
 def case_rows(check: dict) -> list[dict]:
-    """The numbers table of one check: every case with its statistic, the values it summarises,
-    pass/fail and why a case is undecided or fails for another reason than its statistic."""
-    measured = [check["check"].get(key) for key in ("metric", "relative_to")]
-    order = ["case", "value", "n", *filter(None, measured), *CASE_COLUMNS]
-    keys = [k for k in dict.fromkeys(order) if any(k in case for case in check["cases"])]
+    """The numbers table of one check: every case with its outcome, the seed statistic with its
+    95 % interval and p-value, and why a case is undecided, underpowered or fails otherwise."""
+    keys = [k for k in CASE_COLUMNS if any(case.get(k) is not None for case in check["cases"])]
     rows = []
     for case in check["cases"]:
         row = {}
         for key in keys:
-            header = CASE_COLUMNS.get(key, f"{key} (median)")
             value = case.get(key)
-            row[header] = (
+            if key == "ci":
+                value = (
+                    f"[{_number(value[0])}, {_number(value[1])}]"
+                    if value and None not in value
+                    else "–"
+                )
+            row[CASE_COLUMNS[key]] = (
                 value if isinstance(value, str) else _number(np.nan if value is None else value)
             )
-        row["result"] = RESULT_MARK[case["passes"]]
-        row["reason"] = case.get("reason", "")
+        row["outcome"] = RESULT_MARK[case["outcome"]]
+        reason = case.get("reason", "")
+        if case.get("excluded") and case["outcome"] in ("pass", "fail"):
+            reason = (reason + "; " if reason else "") + f"left out: {case['excluded']}"
+        row["reason"] = reason
         rows.append(row)
     return rows
+
+
+def _stability_text(stability: dict) -> str:
+    share = f"{stability['agreement']:.0%} of {stability['resamples']} seed resamples agree"
+    if stability["stable"] or not stability.get("competing"):
+        return share
+    return f"unstable: {share}; the competing verdict is {stability['competing']}"
 
 
 def claim_sections(verdicts: dict, figure_uris: dict, experiment_kinds: dict) -> tuple[list, dict]:
@@ -500,6 +510,7 @@ def claim_sections(verdicts: dict, figure_uris: dict, experiment_kinds: dict) ->
             {
                 **claim,
                 "mark": VERDICT_MARK[claim["verdict"]],
+                "stability_text": _stability_text(claim["stability"]),
                 "checks": [
                     {
                         **check,
@@ -516,15 +527,30 @@ def claim_sections(verdicts: dict, figure_uris: dict, experiment_kinds: dict) ->
 
 
 def concern_index(verdicts: dict) -> list[dict]:
-    """Each concern with the claims whose sections answer it."""
-    answered: dict[str, list[str]] = {}
-    for claim in verdicts["claims"]:
-        for concern in claim["concerns"]:
-            answered.setdefault(concern["id"], []).append(claim["id"])
+    """Each concern with its finding, its evidence and the claims whose sections answer it."""
     return [
-        {"id": cid, **entry, "claims": answered.get(cid, [])}
-        for cid, entry in sorted(verdicts["concerns"].items(), key=lambda item: int(item[0][1:]))
+        {
+            **concern,
+            "mark": FINDING_MARK[concern["finding"]],
+            "stability_text": _stability_text(concern["stability"]),
+            "checks": [
+                {**check, "rows": case_rows(check), "open": len(check["cases"]) <= OPEN_CASES}
+                for check in concern["checks"]
+            ],
+        }
+        for concern in verdicts["concerns"]
     ]
+
+
+def how_sure(verdicts: dict) -> dict:
+    """The numbers of the "how sure are we" paragraph (from claims.json's summary)."""
+    summary = verdicts["summary"]
+    return {
+        **summary,
+        "n_stable": len(summary["stable"]),
+        "n_underpowered": len(summary["with_underpowered_cases"]),
+        "n_mostly_undecided": len(summary["mostly_undecided"]),
+    }
 
 
 def build_context(
@@ -534,7 +560,9 @@ def build_context(
     data_infos: list[Path],
     runs: list[Path],
     claims: Path,
+    statistics: list[Path],
 ) -> dict:
+    summaries = {path.stem: read_json(path) for path in statistics}
     figure_paths = {(path.parent.name, path.name): path for path in figures}
     figure_uris = {
         (exp, name.removesuffix(".svg")): _figure_uri(p) for (exp, name), p in figure_paths.items()
@@ -562,7 +590,7 @@ def build_context(
                 "claims": block.get("claims", []),
                 "settings": settings_table(table),
                 "sweep": sweep,
-                "tables": experiment_tables(table, block, sweep),
+                "tables": experiment_tables(table, block, sweep, summaries.get(name, {})),
                 "counts": first["status"].value_counts().to_dict(),
                 "excluded": excluded[
                     ["group", "member", "seed", "lr", "weight_decay", "status", "status_reason"]
@@ -587,6 +615,8 @@ def build_context(
         "papers": verdicts["papers"],
         "verdict_counts": verdict_counts,
         "verdict_marks": VERDICT_MARK,
+        "how_sure": how_sure(verdicts),
+        "alpha": verdicts.get("alpha", 0.05),
         "experiments": experiments,
         "datasets": [read_json(path) | {"name": path.stem} for path in data_infos],
         "provenance": provenance(run_records, meta) | {"registry": verdicts.get("registry", {})},
@@ -709,6 +739,7 @@ def write_report(
     data_infos: list[Path],
     runs: list[Path],
     claims: Path,
+    statistics: list[Path],
 ) -> None:
-    context = build_context(meta, tables, figures, data_infos, runs, claims)
+    context = build_context(meta, tables, figures, data_infos, runs, claims, statistics)
     write_text(out, render(template_dir, context))

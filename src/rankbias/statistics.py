@@ -6,8 +6,9 @@ read the same numbers; scipy where it has the test.
   sign-flip permutation test up to EXACT_MAX seeds, Student's t with n − 1 degrees of freedom
   above; the mean, its 95 % t interval and the p-value.
 - `trend_test`: Spearman's ρ of an axis with a metric within each seed, averaged over the seeds,
-  against the null that shuffles the metric within each seed (a stratified permutation test);
-  exact when the orderings are few, a fixed-seed Monte Carlo otherwise.
+  against the null that shuffles the metric within each seed (a stratified permutation test):
+  exact up to EXACT_K grid points (the convolution of every seed's k! orders), a fixed-seed Monte
+  Carlo above.
 
 Both say whether their design could reach p < α at all (`reachable`): three grid points and one
 seed cannot (the smallest p is 1/6). Such a case is *underpowered*, undecided, never failed, and
@@ -25,7 +26,8 @@ from scipy import stats
 
 ALPHA = 0.05  # one-sided
 EXACT_MAX = 10  # seeds up to which the sign-flip test enumerates all 2^n sign patterns
-EXACT_ORDERINGS = 50_000  # enumerate the stratified permutations up to this many
+EXACT_K = 8  # grid points up to which the stratified permutation null is exact (8! orders)
+ROUND = 9  # decimals: ρ values equal to this precision are one value of the null
 MONTE_CARLO = 20_000  # resamples of the stratified permutation test beyond that
 RNG_SEED = 20261129  # fixed: the same tables give the same p-values
 TIES = 1e-12  # a resampled statistic within this of the observed one counts as extreme
@@ -137,19 +139,28 @@ def _trend_test(strata: tuple, alternative: str, alpha: float) -> dict:
     x_ranks = np.stack([stats.rankdata(x) for x, _ in strata])
     y_ranks = np.stack([stats.rankdata(y) for _, y in strata])
     observed = float(_mean_rho(x_ranks, y_ranks))
-    orderings = math.factorial(k) ** seeds
-    if orderings <= EXACT_ORDERINGS:
-        single = np.array(list(itertools.permutations(range(k))))
-        picks = np.array(list(itertools.product(range(len(single)), repeat=seeds)))
-        orders, test = single[picks], "exact stratified permutation"
+    if k <= EXACT_K:
+        values, probabilities = _sum_null(
+            [(tuple(x), tuple(sorted(y))) for x, y in zip(x_ranks, y_ranks, strict=True)]
+        )
+        total = round(observed * seeds, ROUND)  # on the null's grid of rounded sums
+        slack = 10.0 ** (1 - ROUND)
+        if alternative == "less":
+            p = float(probabilities[values <= total + slack].sum())
+            smallest = float(probabilities[0])
+        else:
+            p = float(probabilities[values >= total - slack].sum())
+            smallest = float(probabilities[-1])
+        test = "exact stratified permutation"
     else:
         keys = np.random.default_rng(RNG_SEED).random((MONTE_CARLO, seeds, k))
-        orders, test = keys.argsort(axis=-1), f"stratified permutation, {MONTE_CARLO} resamples"
-    null = _mean_rho(x_ranks[None], np.take_along_axis(y_ranks[None], orders, axis=-1))
-    if alternative == "less":
-        p = float((null <= observed + TIES).mean())
-    else:
-        p = float((null >= observed - TIES).mean())
+        orders = keys.argsort(axis=-1)
+        null = _mean_rho(x_ranks[None], np.take_along_axis(y_ranks[None], orders, axis=-1))
+        if alternative == "less":
+            p = float((null <= observed + TIES).mean())
+        else:
+            p = float((null >= observed - TIES).mean())
+        test, smallest = f"stratified permutation, {MONTE_CARLO} resamples", 0.0
     needed = next(s for s in range(1, 64) if math.factorial(k) ** -s < alpha)
     return {
         "n": seeds,
@@ -157,9 +168,35 @@ def _trend_test(strata: tuple, alternative: str, alpha: float) -> dict:
         "effect": observed,
         "p": p,
         "test": test,
-        "reachable": 1 / orderings < alpha,
+        "reachable": math.factorial(k) ** -seeds < alpha,  # the design, ties aside
+        "smallest_p": smallest,  # given this data's ties (a constant metric: 1)
         "seeds_needed": needed,
     }
+
+
+@functools.lru_cache(maxsize=10_000)
+def _stratum_null(x_ranks: tuple, y_ranks: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Every value Spearman's ρ takes when one seed's metric is permuted over its k grid points
+    (all k! orders, ties kept), with its probability."""
+    k = len(x_ranks)
+    orders = np.array(list(itertools.permutations(range(k))))
+    y = np.asarray(y_ranks)[orders]
+    rho = _mean_rho(np.asarray(x_ranks)[None, None], y[:, None])
+    values, counts = np.unique(np.round(rho, ROUND), return_counts=True)
+    return values, counts / len(orders)
+
+
+def _sum_null(strata: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """The exact null distribution of the sum of the seeds' ρ: the seeds are permuted
+    independently, so it is the convolution of their single-seed distributions (sorted)."""
+    values, probabilities = np.zeros(1), np.ones(1)
+    for x_ranks, y_ranks in strata:
+        step_values, step_probabilities = _stratum_null(x_ranks, y_ranks)
+        sums = np.round((values[:, None] + step_values[None]).ravel(), ROUND)
+        weights = (probabilities[:, None] * step_probabilities[None]).ravel()
+        values, inverse = np.unique(sums, return_inverse=True)
+        probabilities = np.bincount(inverse, weights=weights)
+    return values, probabilities
 
 
 def share_test(flags, comparison: str, threshold: float, alpha: float = ALPHA) -> dict:

@@ -1,8 +1,24 @@
+rule statistics:
+    input:
+        table="results/tables/{experiment}.csv",
+    output:
+        json="results/statistics/{experiment}.json",
+    log:
+        "logs/statistics/{experiment}.log",
+    conda:
+        "../../envs/rankbias.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m rankbias statistics --table {input.table} --out {output.json} > {log} 2>&1"
+
+
 rule claims:
     input:
         registry=CLAIMS_FILE,
         tables=expand("results/tables/{experiment}.csv", experiment=EXPERIMENTS),
-        histories=expand("results/tables/{experiment}_history.csv", experiment=EXPERIMENTS),
     output:
         json=report(
             "results/claims.json",
@@ -21,7 +37,7 @@ rule claims:
     params:
         meta=report_meta,
     shell:
-        "python -m rankbias claims --registry {input.registry:q} --meta {params.meta:q} --tables {input.tables} --histories {input.histories} --out {output.json} > {log} 2>&1"
+        "python -m rankbias claims --registry {input.registry:q} --meta {params.meta:q} --tables {input.tables} --out {output.json} > {log} 2>&1"
 
 
 rule report:
@@ -31,6 +47,7 @@ rule report:
         data_info=expand("results/data/{dataset}.json", dataset=DATASETS),
         runs=[f"results/runs/{experiment}/{group}/result.json" for experiment, group in JOBS],
         claims="results/claims.json",
+        statistics=expand("results/statistics/{experiment}.json", experiment=EXPERIMENTS),
         template=REPORT_TEMPLATE,
     output:
         html=report(
@@ -51,4 +68,4 @@ rule report:
         meta=report_meta,
         template_dir=subpath(input.template, parent=True),
     shell:
-        "python -m rankbias report --meta {params.meta:q} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
+        "python -m rankbias report --meta {params.meta:q} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --statistics {input.statistics} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
