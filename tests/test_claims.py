@@ -172,6 +172,7 @@ def test_a_trend_is_tested_inside_each_slice_and_a_flat_slice_is_no_effect():
     assert flat["outcome"] == "fail" and flat["reason"].startswith("no effect")
     assert result["verdict"] == "mixed"
     assert result["scope"]["text"].startswith("holds at lr ≥ 0.2; fails at lr < 0.2")
+    assert result["stability"]["scope_agreement"] == 1.0 and result["scope_note"] == ""
 
 
 def test_a_trend_the_wrong_way_fails_and_one_seed_of_three_points_is_underpowered():
@@ -556,26 +557,30 @@ def test_excluded_members_are_listed_with_their_reason():
 
 
 def test_two_runs_compare_verdict_by_verdict_and_flag_only_silent_moves():
-    def run_of(verdict, agreement, scope=None):
+    def run_of(verdict, agreement, passing="housing", scope_stable=True, by="dataset"):
         stability = {"agreement": agreement, "stable": agreement >= 0.8}
-        claim = {"id": "A1", "verdict": verdict, "stability": stability, "scope": scope}
+        stability["scope_stable"] = scope_stable
+        cases = [
+            {"case": d, "outcome": "pass" if d == passing else "fail", "setting": setting}
+            for d, setting in (
+                ("housing", {"dataset": "housing", "weight_decay": 0.1}),
+                ("mnist", {"dataset": "mnist", "weight_decay": 0.01}),
+            )
+        ]
+        found = claims.scope(cases) if verdict == "mixed" else None
+        if found and by == "weight_decay":  # the same cases, described by another axis
+            rule = claims._splits("weight_decay", [0.1, 0.01])[0]
+            found = {**found, "rule": rule, "holds_where": rule["where"]}
+        claim = {"id": "A1", "verdict": verdict, "stability": stability, "scope": found}
+        claim["checks"] = [{"role": "decides", "cases": cases}]
         return {"claims": [claim], "concerns": []}
 
-    housing = {"text": "holds on housing; fails on mnist", "holds_where": "on housing"}
-    mnist = {"text": "holds on mnist; fails on housing", "holds_where": "on mnist"}
-    assert (
-        claims.compare(run_of("mixed", 1.0, housing), run_of("mixed", 0.9, housing))[0]["status"]
-        == "agree"
-    )
-    assert (
-        claims.compare(run_of("mixed", 1.0, housing), run_of("mixed", 1.0, mnist))[0]["status"]
-        == "scope differs"
-    )
-    assert (
-        claims.compare(run_of("supported", 1.0), run_of("mixed", 0.6, housing))[0]["status"]
-        == "flagged"
-    )
-    assert (
-        claims.compare(run_of("supported", 1.0), run_of("contradicted", 0.95))[0]["status"]
-        == "flip"
-    )
+    def status(first, second):
+        return claims.compare(first, second)[0]["status"]
+
+    assert status(run_of("mixed", 1.0), run_of("mixed", 0.9)) == "agree"
+    assert status(run_of("mixed", 1.0), run_of("mixed", 1.0, by="weight_decay")) == "agree"
+    assert status(run_of("mixed", 1.0), run_of("mixed", 1.0, "mnist")) == "scope differs"
+    assert status(run_of("mixed", 1.0), run_of("mixed", 1.0, "mnist", False)) == "flagged"
+    assert status(run_of("supported", 1.0), run_of("mixed", 0.6)) == "flagged"
+    assert status(run_of("supported", 1.0), run_of("contradicted", 0.95)) == "flip"

@@ -750,8 +750,9 @@ def combined_verdict(check_verdicts: list[str], combine: str) -> str:
 
 
 def scope(cases: list[dict]) -> dict | None:
-    """The one setting axis that best separates passing from failing cases, as a sentence: for a
-    category, the values where most cases pass against the rest; for a number, a threshold."""
+    """The one setting axis that best separates passing from failing cases, as a sentence and as
+    a rule another run's cases can be checked against (`scope_fit`): for a category, the values
+    where most cases pass against the rest; for a number, a threshold."""
     decided = [c for c in cases if c["outcome"] in ("pass", "fail")]
     if not decided or all(c["outcome"] == decided[0]["outcome"] for c in decided):
         return None
@@ -759,25 +760,41 @@ def scope(cases: list[dict]) -> dict | None:
     axes = [a for a in SCOPE_AXES if all(a in c["setting"] for c in decided)]
     for axis in axes:
         values = [c["setting"][axis] for c in decided]
-        passes = [c["outcome"] == "pass" for c in decided]
         if len(set(values)) < 2:
             continue
         for rule in _splits(axis, values):
-            fits = sum(rule["holds"](v) == p for v, p in zip(values, passes, strict=True))
-            if best is None or fits > best["fits"]:
-                best = {**rule, "axis": axis, "fits": fits}
+            fits, _ = scope_fit(rule, decided)
+            if best is None or fits > best[1]:
+                best = (rule, fits)
     if best is None:
         return None
-    held = [c["case"] for c in decided if best["holds"](c["setting"][best["axis"]])]
+    rule, fits = best
     return {
-        "axis": best["axis"],
-        "text": f"holds {best['where']}; fails {best['elsewhere']} "
-        f"({best['fits']} of {len(decided)} decided cases fit this split)",
-        "fits": best["fits"],
+        "axis": rule["axis"],
+        "text": f"holds {rule['where']}; fails {rule['elsewhere']} "
+        f"({fits} of {len(decided)} decided cases fit this split)",
+        "fits": fits,
         "decided": len(decided),
-        "holds_where": best["where"],
-        "cases_inside": held,
+        "holds_where": rule["where"],
+        "rule": rule,
+        "cases_inside": [c["case"] for c in decided if _inside(rule, c["setting"])],
     }
+
+
+def _inside(rule: dict, setting: dict) -> bool:
+    value = setting.get(rule["axis"])
+    if "values" in rule:
+        return value in rule["values"]
+    if value is None:
+        return False
+    return value >= rule["at_least"] if "at_least" in rule else value < rule["below"]
+
+
+def scope_fit(rule: dict, cases: list[dict]) -> tuple[int, int]:
+    """How many of the decided cases a scope rule fits (passing inside, failing outside)."""
+    decided = [c for c in cases if c["outcome"] in ("pass", "fail")]
+    fits = sum(_inside(rule, c["setting"]) == (c["outcome"] == "pass") for c in decided)
+    return fits, len(decided)
 
 
 def _splits(axis: str, values: list) -> list[dict]:
@@ -785,40 +802,28 @@ def _splits(axis: str, values: list) -> list[dict]:
     name = {"dataset": "on", "experiment": "in", "layer": "in"}.get(axis)
     if isinstance(values[0], str) or axis in ("experiment", "dataset", "layer"):
         unique = sorted(set(values), key=str)
-        shown = [f"W{v}" if axis == "layer" else str(v) for v in unique]
+        shown = {u: f"W{u}" if axis == "layer" else str(u) for u in unique}
+        prefix = name or f"at {AXIS_LABEL.get(axis, axis)} ="
         rules = []
         for size in range(1, len(unique)):
             for chosen in _subsets(unique, size):
-                inside = [s for u, s in zip(unique, shown, strict=True) if u in chosen]
-                outside = [s for u, s in zip(unique, shown, strict=True) if u not in chosen]
-                prefix = name or f"at {AXIS_LABEL.get(axis, axis)} ="
                 rules.append(
                     {
-                        "holds": lambda v, c=frozenset(chosen): v in c,
-                        "where": f"{prefix} {', '.join(inside)}",
-                        "elsewhere": f"{prefix} {', '.join(outside)}",
+                        "axis": axis,
+                        "values": list(chosen),
+                        "where": f"{prefix} {', '.join(shown[u] for u in chosen)}",
+                        "elsewhere": f"{prefix} "
+                        + ", ".join(shown[u] for u in unique if u not in chosen),
                     }
                 )
         return rules
-    unique = sorted(set(values))
     short = AXIS_LABEL.get(axis, axis)
     rules = []
-    for high in unique[1:]:
+    for high in sorted(set(values))[1:]:
         cut = format_number(high)
-        rules.append(
-            {
-                "holds": lambda v, h=high: v >= h,
-                "where": f"at {short} ≥ {cut}",
-                "elsewhere": f"at {short} < {cut}",
-            }
-        )
-        rules.append(
-            {
-                "holds": lambda v, h=high: v < h,
-                "where": f"at {short} < {cut}",
-                "elsewhere": f"at {short} ≥ {cut}",
-            }
-        )
+        above, below = f"at {short} ≥ {cut}", f"at {short} < {cut}"
+        rules.append({"axis": axis, "at_least": high, "where": above, "elsewhere": below})
+        rules.append({"axis": axis, "below": high, "where": below, "elsewhere": above})
     return rules
 
 
@@ -957,6 +962,24 @@ class Subject:
             verdict = verdict_of(deciding)
         return verdict, outcomes
 
+    def headline(self, chosen: dict | None = None) -> tuple[str, str | None]:
+        """What the report leads with (a claim's verdict, a concern's finding) and, for a mixed
+        verdict, where its scope says it holds: the two things stability resamples."""
+        verdict, outcomes = self.verdicts(chosen)
+        deciding = [
+            {"outcome": result["outcome"], "setting": case.setting, "case": case.name}
+            for item, results in zip(self.checks, outcomes, strict=True)
+            if item["check"].get("role", "decides") == "decides"
+            for case, result in zip(item["cases"], results, strict=True)
+        ]
+        where = (scope(deciding) or {}).get("holds_where") if verdict == "mixed" else None
+        if self.kind == "claim":
+            return verdict, where
+        if not self.entry.get("checks"):
+            return "context", None
+        decided = [d for d in deciding if d["outcome"] in ("pass", "fail")]
+        return finding_of(verdict, decided, self.entry), where
+
 
 def finding_of(verdict: str, decided: list[dict], entry: dict) -> str:
     """A concern's finding from its checks' verdict: `borne_out_when` names the verdict that
@@ -1014,33 +1037,47 @@ def _design_powered(outcome: dict) -> bool:
 
 
 def stability(subjects: list[Subject], tables: dict, resamples: int, seed: int) -> list[dict]:
-    """Per subject: the share of seed resamples (with replacement, within each experiment) whose
-    verdict agrees with the observed one, and the most common other verdict."""
+    """Per subject: the share of seed resamples (with replacement, within each experiment, so
+    pairs stay paired) whose verdict (a concern: finding) agrees with the observed one, the most
+    common other one, and for a mixed verdict the share whose scope holds where the observed
+    scope does."""
     rng = np.random.default_rng(seed)
     experiment_seeds = {name: sorted(table["seed"].unique()) for name, table in tables.items()}
-    observed = [s.verdicts()[0] for s in subjects]
+    observed = [s.headline() for s in subjects]
     counts = [Counter() for _ in subjects]
+    scopes = [Counter() for _ in subjects]
     for _ in range(resamples):
         chosen = {
             name: list(rng.choice(seeds, size=len(seeds), replace=True))
             for name, seeds in experiment_seeds.items()
         }
         for index, subject in enumerate(subjects):
-            counts[index][subject.verdicts(chosen)[0]] += 1
+            headline, where = subject.headline(chosen)
+            counts[index][headline] += 1
+            scopes[index][where] += 1
     result = []
-    for verdict, count in zip(observed, counts, strict=True):
-        share = count[verdict] / resamples if resamples else 1.0
-        others = [(n, v) for v, n in count.items() if v != verdict]
-        competing = max(others)[1] if others else None
-        result.append(
-            {
-                "agreement": share,
-                "resamples": resamples,
-                "stable": share >= STABLE,
-                "competing": competing,
-                "counts": dict(count),
+    for (headline, where), count, scope_count in zip(observed, counts, scopes, strict=True):
+        share = count[headline] / resamples if resamples else 1.0
+        others = [(n, v) for v, n in count.items() if v != headline]
+        record = {
+            "agreement": share,
+            "resamples": resamples,
+            "stable": share >= STABLE,
+            "competing": max(others)[1] if others else None,
+            "counts": dict(count),
+            "scope_agreement": None,
+            "scope_stable": True,
+            "competing_scope": None,
+        }
+        if where is not None:
+            scope_share = scope_count[where] / resamples if resamples else 1.0
+            rivals = [(n, w) for w, n in scope_count.items() if w not in (where, None)]
+            record |= {
+                "scope_agreement": scope_share,
+                "scope_stable": scope_share >= STABLE,
+                "competing_scope": max(rivals)[1] if rivals else None,
             }
-        )
+        result.append(record)
     return result
 
 
@@ -1105,6 +1142,7 @@ def evaluate(
                 "figures": entry.get("figures", []),
                 "verdict": verdict,
                 "shown_verdict": verdict if steady["stable"] else "unstable",
+                "scope_note": _scope_note(steady),
                 "evidence": evidence_line(checks, record["counts"])
                 if by_claim.get(entry["id"]) or used
                 else "no experiment of this config bears on it",
@@ -1132,6 +1170,17 @@ def evaluate(
         concern["claims"] = answered.get(concern["id"], [])
     out["summary"] = summary(out)
     return out
+
+
+def _scope_note(steady: dict) -> str:
+    """'' when the scope is stable; else how often resamples put it elsewhere."""
+    if steady["scope_stable"]:
+        return ""
+    return f"scope unstable: {steady['scope_agreement']:.0%} of resamples agree" + (
+        f"; the competing scope holds {steady['competing_scope']}"
+        if steady["competing_scope"]
+        else ""
+    )
 
 
 def _concern_text(registry: dict, concern_id: str) -> dict:
@@ -1193,12 +1242,38 @@ def summary(result: dict) -> dict:
         "claims": len(claims),
         "stable": stable,
         "unstable": [c["id"] for c in claims if not c["stability"]["stable"]],
+        "scope_unstable": [c["id"] for c in claims if not c["stability"]["scope_stable"]],
         "with_underpowered_cases": weak,
         "mostly_undecided": undecided,
         "seeds_needed": needed or None,
         "verdicts": dict(Counter(c["verdict"] for c in claims)),
         "findings": dict(Counter(c["finding"] for c in result["concerns"])),
     }
+
+
+SCOPE_SLACK = 0.05  # a scope holds on another run when it fits within 5 % of that run's best
+
+
+def _deciding_cases(entry: dict) -> list[dict]:
+    return [
+        c for ch in entry["checks"] if ch.get("role", "decides") == "decides" for c in ch["cases"]
+    ]
+
+
+def _scopes_agree(first: dict, second: dict) -> bool:
+    """Both runs' scopes hold in both runs: each scope rule fits the other run's decided cases
+    within SCOPE_SLACK of the split that run found best (the same sentence, or two near-equal
+    descriptions of the same cases)."""
+    one, two = first.get("scope"), second.get("scope")
+    if not one or not two:
+        return one == two
+    if one["holds_where"] == two["holds_where"]:
+        return True
+    for rule, run in ((one["rule"], second), (two["rule"], first)):
+        fits, decided = scope_fit(rule, _deciding_cases(run))
+        if fits < run["scope"]["fits"] - math.ceil(SCOPE_SLACK * decided):
+            return False
+    return True
 
 
 def compare(first: dict, second: dict) -> list[dict]:
@@ -1218,10 +1293,9 @@ def compare(first: dict, second: dict) -> list[dict]:
             scopes = [(e.get("scope") or {}).get("text") for e in (entry, twin)]
             if entry[key] != twin[key]:
                 status = "flip" if steady else "flagged"
-            elif entry["verdict"] == "mixed" and (entry.get("scope") or {}).get("holds_where") != (
-                twin.get("scope") or {}
-            ).get("holds_where"):
-                status = "scope differs" if steady else "flagged"
+            elif entry["verdict"] == "mixed" and not _scopes_agree(entry, twin):
+                scoped = entry["stability"]["scope_stable"] and twin["stability"]["scope_stable"]
+                status = "scope differs" if steady and scoped else "flagged"
             else:
                 status = "agree"
             rows.append(
