@@ -10,7 +10,8 @@ import yaml
 from conftest import BIN, ROOT, project, run, snakemake
 
 from rankbias import plan
-from rankbias.claims import METRICS, VERDICTS
+from rankbias.claims import METRICS, VERDICTS, with_derived
+from rankbias.registry import DERIVED_COLUMNS
 
 
 def test_lint_reports_nothing():
@@ -80,8 +81,9 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert (healthy["bound_grs"] > 0).all() and healthy["bound_spectral"].isna().all()
     vacuous = healthy["bound_grs"] >= healthy["const_loss"]
     assert (healthy["bound_grs_vacuous"] == vacuous).all()
-    # every metric a claim rule may name is a column of the tables
-    assert set(METRICS) <= set(table.columns) | set(deep.columns)
+    # every metric a claim rule may name is a column of the tables or derived from them
+    columns = set(with_derived(table).columns) | set(with_derived(deep).columns)
+    assert set(METRICS) <= columns and set(DERIVED_COLUMNS) <= columns
     # a verdict for every claim of the registry, and the report's summary shows each
     verdicts = json.loads((workdir / "results" / "claims.json").read_text())
     registry = yaml.safe_load((ROOT / "config" / "claims.yaml").read_text())
