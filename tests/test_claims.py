@@ -68,17 +68,17 @@ def member_rows(settings, seeds=range(5), layers=(1, 2, 3), **metrics) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def run(check: dict, table: pd.DataFrame) -> dict:
-    """One check evaluated as a one-check claim, without resamples."""
-    registry = {
-        "papers": {"X": "x"},
-        "concerns": {},
-        "claims": {
-            "X1": {"paper": "X", "source": "s", "claim": "c", "concerns": [], "checks": [check]}
-        },
-    }
-    config = {"experiments": {"exp": {"claims": ["X1"], "runs": []}}}
-    return evaluate(registry, config, {"exp": table}, resamples=0)["claims"][0]
+def one_check(check: dict) -> tuple[dict, dict]:
+    """A registry of one claim with this one check, and a config whose one experiment has it."""
+    claim = {"paper": "X", "source": "s", "claim": "c", "concerns": [], "checks": [check]}
+    registry = {"papers": {"X": "x"}, "concerns": {}, "claims": {"X1": claim}}
+    return registry, {"experiments": {"exp": {"claims": ["X1"], "runs": []}}}
+
+
+def run(check: dict, table: pd.DataFrame, resamples: int = 0) -> dict:
+    """One check evaluated as a one-check claim (without resamples unless asked)."""
+    registry, config = one_check(check)
+    return evaluate(registry, config, {"exp": table}, resamples=resamples)["claims"][0]
 
 
 def outcomes(result: dict) -> dict:
@@ -325,25 +325,17 @@ def test_the_scope_names_the_axis_that_separates_passing_from_failing_cases():
 
 def test_a_verdict_carried_by_one_seed_is_flagged_unstable():
     check = {"kind": "level", "metric": "residual_2", "comparison": "<=", "threshold": 0.05}
-    registry = {
-        "papers": {"X": "x"},
-        "concerns": {},
-        "claims": {
-            "X1": {"paper": "X", "source": "s", "claim": "c", "concerns": [], "checks": [check]}
-        },
-    }
-    config = {"experiments": {"exp": {"claims": ["X1"], "runs": []}}}
     steady = member_rows([{}], layers=(1, 2), residual_2=lambda r: 0.01 + 0.001 * r["seed"])
-    result = evaluate(registry, config, {"exp": steady}, resamples=200)["claims"][0]
+    result = run(check, steady, resamples=200)
     assert result["stability"]["agreement"] == 1.0 and result["shown_verdict"] == "supported"
     # seed 4 alone keeps the claim from passing: resamples without it (a third) pass
     shaky = member_rows([{}], layers=(1, 2), residual_2=lambda r: 0.5 if r["seed"] == 4 else 0.01)
-    result = evaluate(registry, config, {"exp": shaky}, resamples=200)["claims"][0]
+    result = run(check, shaky, resamples=200)
     assert result["verdict"] == "inconclusive"
     assert 0.5 < result["stability"]["agreement"] < 0.8
     assert result["stability"]["competing"] == "supported"
     assert not result["stability"]["stable"] and result["shown_verdict"] == "unstable"
-    again = evaluate(registry, config, {"exp": shaky}, resamples=200)["claims"][0]
+    again = run(check, shaky, resamples=200)
     assert again["stability"] == result["stability"]  # fixed RNG: same tables, same share
 
 

@@ -110,6 +110,26 @@ def test_plateau_needs_two_logged_epochs_in_the_last_quarter():
     assert moving.loc[0, "plateaued_effective_rank"] == 0
 
 
+def test_a_plateau_near_zero_is_judged_against_a_floor_not_the_tiny_value():
+    def residual(values):
+        rows = [
+            {"member": 0, "layer": 1, "epoch": epoch, "residual_2": value, "train_loss": value}
+            for epoch, value in zip((0, 6, 8), values, strict=True)
+        ]
+        return pd.DataFrame(rows)
+
+    # 0.012 -> 0.013 is 8 % of itself but 2 % of the 0.05 that "rank two" is judged at
+    settled = plateau(residual((0.5, 0.012, 0.013)), "residual_2", 0.05)
+    assert settled.loc[0, "plateau_change_residual_2"] == pytest.approx(0.001 / 0.05)
+    assert settled.loc[0, "plateaued_residual_2"] == 1
+    crossing = plateau(residual((0.5, 0.08, 0.03)), "residual_2", 0.05)  # still falling
+    assert crossing.loc[0, "plateaued_residual_2"] == 0
+    # a loss of 0.010 -> 0.008 after starting at 2.3: 2 % of 0.115 (5 % of the first loss)
+    loss = plateau(residual((2.3, 0.010, 0.008)), "train_loss", 0.05)
+    assert loss.loc[0, "plateau_change_train_loss"] == pytest.approx(0.002 / 0.115)
+    assert loss.loc[0, "plateaued_train_loss"] == 1
+
+
 def test_a_regression_net_below_r2_of_a_tenth_is_collapsed():
     final = pd.DataFrame({"train_loss": [0.5, 0.92, 0.85], "train_acc": np.nan})
     status, reason = member_status(final, np.array([-1, -1, -1]), 1.0, None)

@@ -49,6 +49,7 @@ from rankbias.registry import (  # noqa: F401 - re-exported: the registry's name
     claim_experiments,
     id_order,
 )
+from rankbias.summaries import benefit_on_validation, matched_errors, with_errors
 
 RESAMPLES = 200  # seed resamples of the stability check (science.md: at least 200)
 STABLE = 0.8  # share of resamples that must agree with the verdict
@@ -71,12 +72,7 @@ def with_derived(table: pd.DataFrame) -> pd.DataFrame:
         table["eps_rel"] = table["eps_batch_max"].astype(float) / scale.where(scale > 0)
     if {"units_dead", "units_linear"} <= set(table):
         table["units_switching"] = 1 - table["units_dead"] - table["units_linear"]
-    classify = table["loss"] == "ce"
-    for split in ("test", "val"):
-        if f"{split}_acc" in table:
-            loss = table.get(f"{split}_loss", np.nan)
-            table[f"{split}_error"] = np.where(classify, 1 - table[f"{split}_acc"], loss)
-    return table
+    return with_errors(table)
 
 
 # ---------------------------------------------------------------- selecting rows and regimes
@@ -416,44 +412,28 @@ def wd_benefit_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Cas
     rows = rows[rows["status"] == "ok"]
     keys = [k for k in _setting_keys(rows) if k not in ("weight_decay", "layer")]
     varying = _varying(rows, exclude=("weight_decay",))
-    cases = []
-    for _, group in rows.groupby(keys, sort=True):
-        if not ((group["weight_decay"] == 0).any() and (group["weight_decay"] > 0).any()):
-            continue
-        errors = group.pivot_table(
-            index="seed", columns="weight_decay", values=["val_error", "test_error"]
+    return [
+        Case(
+            label(group.iloc[0], varying, "first"),
+            _setting(group.iloc[0], keys),
+            sorted(errors.index),
+            _benefit_decider(check, errors, alpha),
+            {"members": len(group)},
         )
-        cases.append(
-            Case(
-                label(group.iloc[0], varying, "first"),
-                _setting(group.iloc[0], keys),
-                sorted(errors.index),
-                _benefit_decider(check, errors, alpha),
-                {"members": len(group)},
-            )
-        )
-    return cases
+        for group, errors in matched_errors(rows, keys)
+    ]
 
 
 def _benefit_decider(check: dict, errors: pd.DataFrame, alpha: float):
     def decide(seeds: list) -> dict:
-        chosen = errors.loc[seeds]
-        validation = chosen["val_error"].drop(columns=0.0, errors="ignore").mean()
-        if validation.isna().all():
+        benefit = benefit_on_validation(errors, seeds)
+        if benefit is None:
             return _undecided("no validation split: the best wd cannot be picked without peeking")
-        best = float(validation.idxmin())
-        differences = (chosen["test_error"][0.0] - chosen["test_error"][best]).to_numpy()
-        extra = {
-            "best_wd": best,
-            "error_wd0": _finite_or_none(chosen["test_error"][0.0].mean()),
-            "error_best": _finite_or_none(chosen["test_error"][best].mean()),
-        }
+        differences = benefit.pop("differences")
         if "band" in check:
-            return {**decide_band(differences, *check["band"], alpha), **extra}
-        return {
-            **decide_values(differences, check["comparison"], check["threshold"], alpha),
-            **extra,
-        }
+            return {**decide_band(differences, *check["band"], alpha), **benefit}
+        decided = decide_values(differences, check["comparison"], check["threshold"], alpha)
+        return {**decided, **benefit}
 
     return decide
 

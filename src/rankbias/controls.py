@@ -16,6 +16,11 @@ import torch
 from rankbias.spectra import rank_metrics, singular_values
 
 PLATEAU_SHARE = 0.25  # the last quarter of the logged epochs
+# A change relative to a value near 0 is ill-conditioned (a residual of 0.012 moving to 0.013 is
+# 8 %): the change is taken relative to max(|value|, floor). residual_2: the 0.05 below which V
+# is "approximately rank two" (A1); train_loss: a share of the loss at the first logged epoch.
+PLATEAU_FLOOR = {"residual_2": 0.05}
+LOSS_FLOOR_SHARE = 0.05
 PLATEAU_TOL = 0.05  # metrics.plateau_tol: relative change that still counts as levelled off
 
 
@@ -52,15 +57,22 @@ def control_columns(
 
 def plateau(history: pd.DataFrame, metric: str, tolerance: float) -> pd.DataFrame:
     """Per (member, layer): `plateau_change_<metric>`, the relative change (max − min over the
-    logged epochs of the last quarter of training, over |value at the end|), and
-    `plateaued_<metric>` (change <= tolerance; NaN when fewer than two logged epochs fall in the
-    last quarter, so the question cannot be decided)."""
+    logged epochs of the last quarter of training, over max(|value at the end|, floor): see
+    PLATEAU_FLOOR), and `plateaued_<metric>` (change <= tolerance; NaN when fewer than two logged
+    epochs fall in the last quarter, so the question cannot be decided)."""
+    keys = ["member", "layer"]
     last = history["epoch"].max()
     window = history[history["epoch"] >= (1 - PLATEAU_SHARE) * last]
-    final = window[window["epoch"] == last].set_index(["member", "layer"])[metric]
-    grouped = window.groupby(["member", "layer"])[metric]
+    final = window[window["epoch"] == last].set_index(keys)[metric].abs()
+    if metric == "train_loss":
+        first = history[history["epoch"] == history["epoch"].min()].set_index(keys)[metric]
+        floor = LOSS_FLOOR_SHARE * first.abs().reindex(final.index)
+    else:
+        floor = PLATEAU_FLOOR.get(metric, 0.0)
+    scale = np.maximum(final, floor)
+    grouped = window.groupby(keys)[metric]
     spread = grouped.max() - grouped.min()
-    change = spread / final.abs().where(final.abs() > 0)
+    change = spread / scale.where(scale > 0)
     change = change.where(grouped.count() >= 2)
     decided = change.notna()
     frame = pd.DataFrame(

@@ -79,35 +79,61 @@ def trend_rows(table: pd.DataFrame) -> list[dict]:
     return out
 
 
+def with_errors(table: pd.DataFrame) -> pd.DataFrame:
+    """`test_error` and `val_error`: 1 − accuracy for classifiers, the loss for regressors."""
+    table = table.copy()
+    classify = table["loss"] == "ce"
+    for split in ("test", "val"):
+        if f"{split}_acc" in table:
+            loss = table.get(f"{split}_loss", np.nan)
+            table[f"{split}_error"] = np.where(classify, 1 - table[f"{split}_acc"], loss)
+    return table
+
+
+def matched_errors(rows: pd.DataFrame, keys: list[str]):
+    """Per matched setting (`keys` fixed) with wd = 0 and wd > 0: its first row and a seed x
+    (split, wd) table of test and validation errors (same seed: same init and data order)."""
+    for _, group in rows.groupby(keys, sort=True):
+        if (group["weight_decay"] == 0).any() and (group["weight_decay"] > 0).any():
+            errors = group.pivot_table(
+                index="seed", columns="weight_decay", values=["val_error", "test_error"]
+            )
+            yield group, errors
+
+
+def benefit_on_validation(errors: pd.DataFrame, seeds: list) -> dict | None:
+    """The wd > 0 with the lowest mean validation error over `seeds` (repeats allowed), and per
+    seed the test error at wd = 0 minus at that wd; None without a validation split."""
+    chosen = errors.loc[seeds]
+    validation = chosen["val_error"].drop(columns=0.0, errors="ignore").mean()
+    if validation.isna().all():
+        return None
+    best = float(validation.idxmin())
+    return {
+        "best_wd": best,
+        "differences": (chosen["test_error"][0.0] - chosen["test_error"][best]).to_numpy(),
+        "error_wd0": float(chosen["test_error"][0.0].mean()),
+        "error_best": float(chosen["test_error"][best].mean()),
+    }
+
+
 def wd_benefit_rows(table: pd.DataFrame) -> list[dict]:
     """Best wd > 0 on validation against wd = 0, paired by seed on the test error."""
-    rows_in = _healthy(table[table["layer"] == 1]).copy()
+    rows_in = _healthy(table[table["layer"] == 1])
     if "val_acc" not in rows_in:
         return []
-    classify = rows_in["loss"] == "ce"
-    for split in ("test", "val"):
-        loss = rows_in.get(f"{split}_loss", np.nan)
-        rows_in[f"{split}_error"] = np.where(classify, 1 - rows_in[f"{split}_acc"], loss)
+    rows_in = with_errors(rows_in)
     keys = [c for c in HYPER_COLUMNS if c in rows_in and c not in ("weight_decay", "epochs")]
     out = []
-    for _, group in rows_in.groupby(keys, sort=True):
-        if not ((group["weight_decay"] == 0).any() and (group["weight_decay"] > 0).any()):
+    for group, errors in matched_errors(rows_in, keys):
+        benefit = benefit_on_validation(errors, list(errors.index))
+        if benefit is None:
             continue
-        errors = group.pivot_table(
-            index="seed", columns="weight_decay", values=["val_error", "test_error"]
-        )
-        validation = errors["val_error"].drop(columns=0.0).mean()
-        if validation.isna().all():
-            continue
-        best = float(validation.idxmin())
-        paired = (errors["test_error"][0.0] - errors["test_error"][best]).dropna()
-        test = statistics.paired_test(paired.to_numpy(), "greater")
+        test = statistics.paired_test(benefit.pop("differences"), "greater")
         out.append(
             {
                 **{k: group[k].iloc[0] for k in keys if group[k].nunique() == 1},
-                "best_wd": best,
-                "error_wd0": float(errors["test_error"][0.0].mean()),
-                "error_best": float(errors["test_error"][best].mean()),
+                **benefit,
                 "improvement": test["effect"],
                 "ci_low": test["ci"][0],
                 "ci_high": test["ci"][1],
