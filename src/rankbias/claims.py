@@ -56,6 +56,7 @@ STABLE = 0.8  # share of resamples that must agree with the verdict
 RESAMPLE_SEED = 20261201  # fixed: the same tables give the same stability
 EQUAL_STEPS = 1.1  # a slice has "equal numbers of steps" when max/min steps <= this
 SCOPE_AXES = ("dataset", "experiment", "layer", *AXIS_LABEL)  # tie-break order of the scope
+SCOPE_SLACK = 0.05  # a scope holds on another run when it fits within 5 % of that run's best
 
 
 # ---------------------------------------------------------------- derived columns
@@ -1065,7 +1066,6 @@ def evaluate(
     registry: dict,
     config: dict,
     tables: dict[str, pd.DataFrame],
-    histories: dict[str, pd.DataFrame] | None = None,
     resamples: int = RESAMPLES,
     alpha: float = statistics.ALPHA,
 ) -> dict:
@@ -1229,9 +1229,6 @@ def summary(result: dict) -> dict:
         "verdicts": dict(Counter(c["verdict"] for c in claims)),
         "findings": dict(Counter(c["finding"] for c in result["concerns"])),
     }
-
-
-SCOPE_SLACK = 0.05  # a scope holds on another run when it fits within 5 % of that run's best
 
 
 def _deciding_cases(entry: dict) -> list[dict]:
