@@ -319,6 +319,11 @@ def test_the_scope_names_the_axis_that_separates_passing_from_failing_cases():
         found["text"]
         == "holds on housing; fails on fashion, mnist (5 of 5 decided cases fit this split)"
     )
+    # one failure among passes at every wd: no split beats "it holds", and the scope says so
+    scattered = [case("pass", "d", wd) for wd in (0.01, 0.03, 0.1)] * 3 + [case("fail", "d", 0.03)]
+    found = claims.scope(scattered)
+    assert found["axis"] is None and found["text"].startswith("no one setting axis separates")
+    assert "9 of 10 decided cases pass" in found["text"]
     numeric = [case("pass", "d", 0.1), case("pass", "d", 0.03), case("fail", "d", 0.01)]
     assert claims.scope(numeric)["text"].startswith("holds at wd ≥ 0.03; fails at wd < 0.03")
 

@@ -747,8 +747,21 @@ def scope(cases: list[dict]) -> dict | None:
             fits, _ = scope_fit(rule, decided)
             if best is None or fits > best[1]:
                 best = (rule, fits)
-    if best is None:
-        return None
+    passing = sum(c["outcome"] == "pass" for c in decided)
+    if best is None or best[1] < max(passing, len(decided) - passing):
+        # every split fits fewer cases than "holds everywhere" (or "nowhere"): say so, name no axis
+        failing = [c["case"] for c in decided if c["outcome"] == "fail"]
+        more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+        return {
+            "axis": None,
+            "text": f"no one setting axis separates the cases: {passing} of {len(decided)} "
+            f"decided cases pass; it fails at {'; '.join(failing[:3])}{more}",
+            "fits": max(passing, len(decided) - passing),
+            "decided": len(decided),
+            "holds_where": "no one axis",
+            "rule": None,
+            "cases_inside": [c["case"] for c in decided if c["outcome"] == "pass"],
+        }
     rule, fits = best
     return {
         "axis": rule["axis"],
@@ -1175,7 +1188,9 @@ def evidence_line(checks: list[dict], counts: dict) -> str:
         if check["role"] != "decides":
             continue
         tally = Counter(c["outcome"] for c in check["cases"])
-        metric = check["check"].get("metric", "test error")
+        metric = check["check"].get("metric") or {"share": "share of members"}.get(
+            check["check"]["kind"], "test error"
+        )
         if not check["cases"]:
             parts.append(f"{metric}: no case")
             continue
@@ -1246,6 +1261,8 @@ def _scopes_agree(first: dict, second: dict) -> bool:
         return one == two
     if one["holds_where"] == two["holds_where"]:
         return True
+    if one["rule"] is None or two["rule"] is None:
+        return False
     for rule, run in ((one["rule"], second), (two["rule"], first)):
         fits, decided = scope_fit(rule, _deciding_cases(run))
         if fits < run["scope"]["fits"] - math.ceil(SCOPE_SLACK * decided):
