@@ -122,6 +122,22 @@ def test_members_outside_the_regime_make_a_case_undecided_with_the_reason_never_
     assert run(check, table)["verdict"] == "inconclusive"
 
 
+def test_b7_is_decided_only_where_its_bound_says_something_and_the_norm_has_settled():
+    def b7_reasons(**change):
+        table = synthetic("B7", True).assign(**change)
+        result = evaluate(registry(), one_experiment("B7"), {"exp": table}, resamples=0)
+        claim = {c["id"]: c for c in result["claims"]}["B7"]
+        return claim["verdict"], {case.get("reason", "") for case in claim["checks"][0]["cases"]}
+
+    assert b7_reasons()[0] == "supported"
+    trivial = {"galanti_bound_0.1": 128.0, "galanti_bound_0.5": 128.0}  # the smaller side
+    verdict, reasons = b7_reasons(**trivial)
+    assert verdict == "inconclusive" and reasons == {"no member in the regime (5 trivial bound)"}
+    verdict, reasons = b7_reasons(norm_ratio=1.2)
+    assert verdict == "inconclusive"
+    assert reasons == {"no member in the regime (5 norm not stabilised)"}
+
+
 def test_a_control_that_fails_makes_the_case_fail_for_its_stated_reason():
     check = {
         "kind": "trend",
@@ -299,8 +315,8 @@ def test_verdicts_pool_deciding_cases_and_ignore_context_checks():
     assert (
         claims.verdict_of(["undecided", "underpowered"]) == claims.verdict_of([]) == "inconclusive"
     )
-    assert claims.combined_verdict(["supported", "contradicted"], "all") == "contradicted"
-    assert claims.combined_verdict(["supported", "inconclusive"], "all") == "inconclusive"
+    assert claims.all_of(["supported", "contradicted"]) == "contradicted"
+    assert claims.all_of(["supported", "inconclusive"]) == "inconclusive"
 
 
 def test_the_scope_names_the_axis_that_separates_passing_from_failing_cases():

@@ -56,7 +56,11 @@ def test_trend_test_exact_p_with_two_seeds_of_three_points():
     assert falling["p"] == pytest.approx(1 / 36)  # one of 3!·3! orderings is as extreme
     assert falling["reachable"] and falling["test"] == "exact stratified permutation"
     rising = trend_test([(x, [1.0, 2.0, 3.0]), (x, [0.1, 0.2, 0.3])], "less")
-    assert rising["p"] == pytest.approx(1.0)
+    assert rising["p"] == pytest.approx(1.0) and rising["p_opposite"] == pytest.approx(1 / 36)
+    assert (
+        rising["p_opposite"]
+        == trend_test([(x, [1.0, 2.0, 3.0]), (x, [0.1, 0.2, 0.3])], "greater")["p"]
+    )
 
 
 def test_a_trend_over_three_points_and_one_seed_is_underpowered():
@@ -83,7 +87,7 @@ def test_the_exact_null_equals_enumerating_every_stratified_ordering():
     assert got["p"] == pytest.approx(np.mean(means <= observed + 1e-12))
     assert got["test"] == "exact stratified permutation"
     flat = trend_test([(x, np.ones(4)) for _ in range(5)], "less")  # a constant metric
-    assert flat["p"] == pytest.approx(1.0) and flat["smallest_p"] == 1.0 and flat["reachable"]
+    assert flat["p"] == flat["p_opposite"] == pytest.approx(1.0) and flat["reachable"]
 
 
 def test_large_designs_use_a_seeded_monte_carlo_that_repeats():

@@ -11,7 +11,7 @@ from conftest import BIN, ROOT, project, run, snakemake
 
 from rankbias import plan
 from rankbias.claims import METRICS, VERDICTS, with_derived
-from rankbias.registry import DERIVED_COLUMNS
+from rankbias.registry import DERIVED_COLUMNS, FINDINGS
 
 
 def test_lint_reports_nothing():
@@ -93,7 +93,7 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert {c["verdict"] for c in verdicts["claims"]} <= set(VERDICTS)
     findings = {c["id"]: c["finding"] for c in verdicts["concerns"]}
     assert set(findings) == set(registry["concerns"])
-    assert set(findings.values()) <= {"borne out", "not borne out", "undecided", "context"}
+    assert set(findings.values()) <= set(FINDINGS)
     assert findings["C4"] == findings["C11"] == "context"
     assert all(0 <= c["stability"]["agreement"] <= 1 for c in verdicts["claims"])
     assert verdicts["summary"]["claims"] == len(registry["claims"])

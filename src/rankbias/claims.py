@@ -42,7 +42,6 @@ from rankbias.registry import (  # noqa: F401 - re-exported: the registry's name
     HYPER_COLUMNS,
     METRICS,
     MIN_TREND_SETTINGS,
-    OUTCOMES,
     VERDICTS,
     ClaimError,
     check_registry,
@@ -269,7 +268,7 @@ def decide_band(values, low: float, high: float, alpha: float) -> dict:
     if above["outcome"] == "fail":
         return {**result, "outcome": "fail", "p": above["p"], "reason": f"significantly > {high:g}"}
     if below["outcome"] == "underpowered":
-        return {**below, "reason": below["reason"]}
+        return below
     upper = result["ci"][1]
     if upper is not None and upper <= high:
         return {**result, "outcome": "pass", "p": above["p"]}
@@ -281,19 +280,15 @@ def decide_band(values, low: float, high: float, alpha: float) -> dict:
     }
 
 
-def with_control(main: dict, control: dict | None, control_reason: str) -> dict:
+def with_control(main: dict, control: dict, control_reason: str) -> dict:
     """A case whose claim needs a second metric to agree (the learned part beside W, residual_1
     beside residual_2): it passes only when both pass; when W passes but the control fails, it
     fails for `control_reason` (e.g. explained by forgetting the initialisation)."""
-    if control is None:
-        return main
     out = {
         **main,
         "control": {k: control.get(k) for k in ("outcome", "value", "ci", "p", "reason")},
     }
-    if main["outcome"] != "pass":
-        return out
-    if control["outcome"] == "pass":
+    if main["outcome"] != "pass" or control["outcome"] == "pass":
         return out
     if control["outcome"] == "fail":
         return {**out, "outcome": "fail", "reason": control_reason}
@@ -331,7 +326,11 @@ def level_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
     for _, group in rows.groupby(keys, sort=True):
         inside, excluded = _in_regime(group, check)
         per_seed = dict(zip(inside["seed"], inside["_value"], strict=True))
-        control = dict(zip(inside["seed"], inside.get("_control", inside["_value"]), strict=True))
+        control = (
+            dict(zip(inside["seed"], inside["_control"], strict=True))
+            if "_control" in inside
+            else None
+        )
         extra = {"excluded": excluded, "members": len(group)}
         if "relative_to" in check:
             extra["relative_to_median"] = _finite_or_none(group[check["relative_to"]].median())
@@ -340,14 +339,14 @@ def level_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
                 label(group.iloc[0], varying, check.get("layers", "first")),
                 _setting(group.iloc[0], keys),
                 sorted(per_seed),
-                _level_decider(check, per_seed, control, excluded, alpha),
+                _level_decider(check, per_seed, excluded, alpha, control),
                 extra,
             )
         )
     return cases
 
 
-def _level_decider(check, per_seed, control, excluded, alpha):
+def _level_decider(check, per_seed, excluded, alpha, control=None):
     def decide(seeds: list) -> dict:
         if not seeds:
             return _undecided(f"no member in the regime ({excluded or 'no pair or value'})")
@@ -361,6 +360,11 @@ def _level_decider(check, per_seed, control, excluded, alpha):
         return _regime_limited(main, excluded)
 
     return decide
+
+
+def _always(result: dict) -> Callable[[list], dict]:
+    """A decider whose outcome no seed can change (the case is undecided by design)."""
+    return lambda seeds: result
 
 
 def _regime_limited(result: dict, excluded: str) -> dict:
@@ -398,7 +402,7 @@ def wd_effect_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case
                 label(group.iloc[0], varying, check.get("layers", "first")),
                 _setting(group.iloc[0], setting_keys),
                 sorted(per_seed),
-                _level_decider(check, per_seed, control or per_seed, excluded, alpha),
+                _level_decider(check, per_seed, excluded, alpha, control),
                 {"excluded": excluded, "members": len(group)},
             )
         )
@@ -439,11 +443,10 @@ def _benefit_decider(check: dict, errors: pd.DataFrame, alpha: float):
     return decide
 
 
-def _grid(rows: pd.DataFrame, check: dict, axes: list[str]) -> tuple[list, dict]:
-    """Blocks over `axes` with everything else fixed: per block, the members inside the regime
-    as a seed x grid-point table of the metric (and the control metric)."""
+def _blocks(rows: pd.DataFrame, axes: list[str]) -> tuple[list[str], list[pd.DataFrame]]:
+    """The blocks over which `axes` vary with every other setting key fixed, and those keys."""
     keys = [k for k in _setting_keys(rows) if k not in axes]
-    return keys, dict(list(rows.groupby(keys, sort=True)))
+    return keys, [block for _, block in rows.groupby(keys, sort=True)]
 
 
 def _common_grid(block: pd.DataFrame, axes: list[str], check: dict, metric: str) -> tuple:
@@ -462,20 +465,18 @@ def trend_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
     (`min_spread`: a significant trend over 125 vs 124 is no low-rank bias)."""
     axis = check["axis"]
     rows = select(table, check)
-    keys, blocks = _grid(rows, check, [axis])
+    keys, blocks = _blocks(rows, [axis])
     varying = _varying(rows, exclude=(axis,))
     cases = []
-    for _, block in blocks.items():
-        name = label(block.iloc[0], varying, check.get("layers", "first"))
-        setting = _setting(block.iloc[0], keys)
+    for block in blocks:
+        values = block[axis].nunique()
+        if values < 2:
+            continue  # the axis is not swept in this block: no trend to test
         main, excluded = _common_grid(block, [axis], check, check["metric"])
         control = None
         if "control_metric" in check:
             control, _ = _common_grid(block, [axis], check, check["control_metric"])
             control = control.reindex(index=main.index, columns=main.columns)
-        values = block[axis].nunique()
-        if values < 2:
-            continue  # the axis is not swept in this block: no trend to test
         steps = block.groupby(axis)["steps"].median() if "steps" in block else None
         reason, by_design = None, True
         if values < MIN_TREND_SETTINGS:
@@ -492,15 +493,11 @@ def trend_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
                 f"({excluded})"
             )
             by_design = False
-        extra = {
-            "settings": int(block[axis].nunique()),
-            "grid_points": int(main.shape[1]),
-            "excluded": excluded,
-        }
+        extra = {"settings": int(values), "grid_points": int(main.shape[1]), "excluded": excluded}
         cases.append(
             Case(
-                name,
-                setting,
+                label(block.iloc[0], varying, check.get("layers", "first")),
+                _setting(block.iloc[0], keys),
                 sorted(main.index),
                 _trend_decider(check, main, control, (reason, by_design), excluded, alpha),
                 extra,
@@ -518,9 +515,7 @@ def _decide_trend(check: dict, grid: pd.DataFrame, seeds: list, alpha: float) ->
     axis_values = np.array([float(c) for c in grid.columns])
     strata = [(axis_values, grid.loc[s].to_numpy(dtype=float)) for s in seeds]
     claimed = "less" if check["comparison"].startswith("<") else "greater"
-    opposite = "greater" if claimed == "less" else "less"
     for_claim = statistics.trend_test(strata, claimed, alpha)
-    against = statistics.trend_test(strata, opposite, alpha)
     spread = _spread(grid.loc[seeds].median().to_numpy())
     result = {
         "value": _finite_or_none(for_claim["effect"]),
@@ -541,8 +536,13 @@ def _decide_trend(check: dict, grid: pd.DataFrame, seeds: list, alpha: float) ->
         }
     if for_claim["p"] < alpha and spread >= minimum:
         return {**result, "outcome": "pass", "p": for_claim["p"]}
-    if against["p"] < alpha:
-        return {**result, "outcome": "fail", "p": against["p"], "reason": "the opposite trend"}
+    if for_claim["p_opposite"] < alpha:
+        return {
+            **result,
+            "outcome": "fail",
+            "p": for_claim["p_opposite"],
+            "reason": "the opposite trend",
+        }
     if not spread >= minimum:
         return {
             **result,
@@ -579,26 +579,24 @@ def spread_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
     beyond the threshold, else the case has no power to say "no effect" and stays undecided."""
     axes = check["axes"]
     rows = select(table, check)
-    keys, blocks = _grid(rows, check, axes)
+    keys, blocks = _blocks(rows, axes)
     varying = _varying(rows, exclude=tuple(axes))
     powered = _power_blocks(table, check, axes, alpha)
     cases = []
-    for block in blocks.values():
+    for block in blocks:
         grid, excluded = _common_grid(block, axes, check, check["metric"])
         if grid.shape[1] < 2:
             reason = f"fewer than 2 grid points in the regime ({excluded or 'a single setting'})"
         else:
             reason = powered(block.iloc[0])
         per_seed = {s: _spread(grid.loc[s].to_numpy()) for s in grid.index}
-        decide = _level_decider(check, per_seed, per_seed, excluded, alpha)
+        decide = _level_decider(check, per_seed, excluded, alpha)
         cases.append(
             Case(
                 label(block.iloc[0], varying, check.get("layers", "first")),
                 _setting(block.iloc[0], keys),
                 sorted(per_seed),
-                (lambda r: lambda seeds: _undecided(r, by_design=True))(reason)
-                if reason
-                else decide,
+                _always(_undecided(reason, by_design=True)) if reason else decide,
                 {"grid_points": int(grid.shape[1]), "excluded": excluded},
             )
         )
@@ -657,7 +655,7 @@ def tau_cases(table: pd.DataFrame, check: dict, alpha: float) -> list[Case]:
                 label(part.iloc[0], [], "first"),
                 _setting(part.iloc[0], ["experiment", "dataset"]),
                 sorted(per_seed),
-                _level_decider(check, per_seed, per_seed, excluded, alpha),
+                _level_decider(check, per_seed, excluded, alpha),
                 {"models": len(part)},
             )
         )
@@ -719,10 +717,8 @@ def verdict_of(outcomes: list[str]) -> str:
     return "contradicted" if all(o == "fail" for o in decided) else "mixed"
 
 
-def combined_verdict(check_verdicts: list[str], combine: str) -> str:
-    """`pool` has been applied case by case; `all`: every deciding check must hold."""
-    if combine != "all" or not check_verdicts:
-        raise ValueError(combine)
+def all_of(check_verdicts: list[str]) -> str:
+    """`combine: all`: every deciding check must hold; one contradicted check contradicts."""
     if "contradicted" in check_verdicts:
         return "contradicted"
     if all(v == "supported" for v in check_verdicts):
@@ -924,55 +920,55 @@ def excluded_members(tables: dict[str, pd.DataFrame], experiments: list[str]) ->
     return rows
 
 
+def _deciding(item: dict) -> bool:
+    return item["check"].get("role", "decides") == "decides"
+
+
 @dataclass
 class Subject:
-    """A claim or a concern: its deciding checks' cases, and how they make one verdict."""
+    """A claim or a concern: its checks' cases, and how their outcomes make one verdict."""
 
     kind: str  # "claim" or "concern"
     entry: dict
     checks: list[dict]  # {"check", "experiments", "cases": [Case]}
 
-    def verdicts(self, chosen: dict | None = None) -> tuple[str, list[list[dict]]]:
-        """The verdict and each check's outcomes, on all seeds or on `chosen` seeds per
+    def outcomes(self, chosen: dict | None = None) -> list[list[dict]]:
+        """Every case's outcome, check by check: on all seeds, or on `chosen` seeds per
         experiment (a resample)."""
-        outcomes, per_check = [], []
-        for item in self.checks:
-            results = []
-            for case in item["cases"]:
-                seeds = None if chosen is None else chosen[case.setting["experiment"]]
-                results.append(case.outcome(seeds))
-            outcomes.append(results)
-            if item["check"].get("role", "decides") == "decides":
-                per_check.append(verdict_of([r["outcome"] for r in results]))
-        deciding = [
-            r["outcome"]
-            for item, results in zip(self.checks, outcomes, strict=True)
-            if item["check"].get("role", "decides") == "decides"
-            for r in results
+        return [
+            [
+                case.outcome(None if chosen is None else chosen[case.setting["experiment"]])
+                for case in item["cases"]
+            ]
+            for item in self.checks
         ]
-        if self.entry.get("combine") == "all" and per_check:
-            verdict = combined_verdict(per_check, "all")
-        else:
-            verdict = verdict_of(deciding)
-        return verdict, outcomes
 
-    def headline(self, chosen: dict | None = None) -> tuple[str, str | None]:
-        """What the report leads with (a claim's verdict, a concern's finding) and, for a mixed
-        verdict, where its scope says it holds: the two things stability resamples."""
-        verdict, outcomes = self.verdicts(chosen)
+    def judge(self, outcomes: list[list[dict]]) -> tuple[str, str, str | None]:
+        """The verdict, the headline the report leads with (a claim: its verdict; a concern: its
+        finding) and, for a mixed verdict, where its scope says it holds: what stability
+        resamples."""
         deciding = [
             {"outcome": result["outcome"], "setting": case.setting, "case": case.name}
             for item, results in zip(self.checks, outcomes, strict=True)
-            if item["check"].get("role", "decides") == "decides"
+            if _deciding(item)
             for case, result in zip(item["cases"], results, strict=True)
         ]
+        per_check = [
+            verdict_of([r["outcome"] for r in results])
+            for item, results in zip(self.checks, outcomes, strict=True)
+            if _deciding(item)
+        ]
+        if self.entry.get("combine") == "all" and per_check:
+            verdict = all_of(per_check)
+        else:
+            verdict = verdict_of([d["outcome"] for d in deciding])
         where = (scope(deciding) or {}).get("holds_where") if verdict == "mixed" else None
         if self.kind == "claim":
-            return verdict, where
+            return verdict, verdict, where
         if not self.entry.get("checks"):
-            return "context", None
+            return verdict, "context", None
         decided = [d for d in deciding if d["outcome"] in ("pass", "fail")]
-        return finding_of(verdict, decided, self.entry), where
+        return verdict, finding_of(verdict, decided, self.entry), where
 
 
 def finding_of(verdict: str, decided: list[dict], entry: dict) -> str:
@@ -1016,11 +1012,8 @@ def reachable_outcomes(checks: list[dict]) -> list[str]:
     can be supported or contradicted, with two also mixed; inconclusive always."""
     powered = 0
     for item in checks:
-        if item["check"].get("role", "decides") != "decides":
-            continue
-        for case in item["cases"]:
-            if case["design_powered"]:
-                powered += 1
+        if _deciding(item):
+            powered += sum(case["design_powered"] for case in item["cases"])
     reach = ["supported", "contradicted"] if powered else []
     return reach + (["mixed"] if powered >= 2 else []) + ["inconclusive"]
 
@@ -1030,14 +1023,15 @@ def _design_powered(outcome: dict) -> bool:
     return outcome["outcome"] != "underpowered" and not outcome.get("by_design", False)
 
 
-def stability(subjects: list[Subject], tables: dict, resamples: int, seed: int) -> list[dict]:
+def stability(
+    subjects: list[Subject], observed: list[tuple], tables: dict, resamples: int, seed: int
+) -> list[dict]:
     """Per subject: the share of seed resamples (with replacement, within each experiment, so
-    pairs stay paired) whose verdict (a concern: finding) agrees with the observed one, the most
-    common other one, and for a mixed verdict the share whose scope holds where the observed
-    scope does."""
+    pairs stay paired) whose headline (a claim's verdict, a concern's finding) agrees with the
+    `observed` one, the most common other one, and for a mixed verdict the share whose scope
+    holds where the observed scope does."""
     rng = np.random.default_rng(seed)
     experiment_seeds = {name: sorted(table["seed"].unique()) for name, table in tables.items()}
-    observed = [s.headline() for s in subjects]
     counts = [Counter() for _ in subjects]
     scopes = [Counter() for _ in subjects]
     for _ in range(resamples):
@@ -1046,11 +1040,11 @@ def stability(subjects: list[Subject], tables: dict, resamples: int, seed: int) 
             for name, seeds in experiment_seeds.items()
         }
         for index, subject in enumerate(subjects):
-            headline, where = subject.headline(chosen)
+            _, headline, where = subject.judge(subject.outcomes(chosen))
             counts[index][headline] += 1
             scopes[index][where] += 1
     result = []
-    for (headline, where), count, scope_count in zip(observed, counts, scopes, strict=True):
+    for (_, headline, where), count, scope_count in zip(observed, counts, scopes, strict=True):
         share = count[headline] / resamples if resamples else 1.0
         others = [(n, v) for v, n in count.items() if v != headline]
         record = {
@@ -1087,11 +1081,14 @@ def evaluate(
     members; `results/claims.json` is this dict."""
     tables = {name: with_derived(table) for name, table in tables.items()}
     subjects = _subjects(registry, config, tables, alpha)
-    stable = stability(subjects, tables, resamples, RESAMPLE_SEED)
+    outcomes_of = [subject.outcomes() for subject in subjects]
+    judged = [s.judge(o) for s, o in zip(subjects, outcomes_of, strict=True)]
+    stable = stability(subjects, judged, tables, resamples, RESAMPLE_SEED)
     by_claim = claim_experiments(registry, config)
     out = {"papers": registry["papers"], "claims": [], "concerns": [], "alpha": alpha}
-    for subject, steady in zip(subjects, stable, strict=True):
-        verdict, outcomes = subject.verdicts()
+    for subject, outcomes, (verdict, headline, _), steady in zip(
+        subjects, outcomes_of, judged, stable, strict=True
+    ):
         checks, used = [], []
         for item, results in zip(subject.checks, outcomes, strict=True):
             records = []
@@ -1136,23 +1133,21 @@ def evaluate(
                 "verdict": verdict,
                 "shown_verdict": verdict if steady["stable"] else "unstable",
                 "scope_note": _scope_note(steady),
-                "evidence": evidence_line(checks, record["counts"])
+                "evidence": evidence_line(checks)
                 if by_claim.get(entry["id"]) or used
                 else "no experiment of this config bears on it",
                 "excluded": excluded_members(tables, used),
             }
             out["claims"].append(record)
         else:
-            decided = [c for c in deciding if c["outcome"] in ("pass", "fail")]
-            finding = finding_of(verdict, decided, entry) if entry.get("checks") else "context"
             record |= {
                 "reviewers": entry["reviewers"],
                 "concern": entry["concern"],
                 "context": entry.get("context", ""),
                 "borne_out_when": entry.get("borne_out_when", "supported"),
                 "verdict": verdict,
-                "finding": finding,
-                "evidence": evidence_line(checks, record["counts"]) if entry.get("checks") else "",
+                "finding": headline,
+                "evidence": evidence_line(checks) if entry.get("checks") else "",
             }
             out["concerns"].append(record)
     answered: dict[str, list[str]] = {}
@@ -1181,7 +1176,7 @@ def _concern_text(registry: dict, concern_id: str) -> dict:
     return {"reviewers": entry["reviewers"], "concern": entry["concern"]}
 
 
-def evidence_line(checks: list[dict], counts: dict) -> str:
+def evidence_line(checks: list[dict]) -> str:
     """One line for the summary table: the deciding cases by outcome, and the scope."""
     parts = []
     for check in checks:
@@ -1235,6 +1230,8 @@ def summary(result: dict) -> dict:
     )
     return {
         "claims": len(claims),
+        "resamples": claims[0]["stability"]["resamples"] if claims else 0,
+        "stable_at": STABLE,
         "stable": stable,
         "unstable": [c["id"] for c in claims if not c["stability"]["stable"]],
         "scope_unstable": [c["id"] for c in claims if not c["stability"]["scope_stable"]],

@@ -13,7 +13,6 @@ from rankbias.plan import FIGURE_KINDS
 
 GALANTI_EPS = (0.1, 0.3, 0.5)  # ε of Paper B's Theorem 3.3 evaluated (rankbias.paper_b)
 VERDICTS = ("supported", "contradicted", "mixed", "inconclusive")
-OUTCOMES = ("pass", "fail", "undecided", "underpowered")  # of one case
 FINDINGS = ("borne out", "not borne out", "undecided", "context")  # of one concern
 # The setting axes and their short labels (case names, figure legends, scope sentences).
 AXIS_LABEL = {
@@ -90,14 +89,6 @@ METRICS = (
     "steps",
     *DERIVED_COLUMNS,
 )
-# Logged per epoch as well (results/tables/<experiment>_history.csv): what `from_init` can compare.
-HISTORY_METRICS = (
-    "train_loss",
-    "test_loss",
-    *SPECTRUM_METRICS,
-    *LEARNED_METRICS,
-    *CONTROL_COLUMNS,
-)
 HYPER_COLUMNS = (
     "dataset",
     "loss",
@@ -110,9 +101,6 @@ HYPER_COLUMNS = (
     "weight_decay",
     "wd_function",
 )
-KINDS = ("level", "wd_effect", "wd_benefit", "trend", "spread", "tau", "share")
-# Regime keys of a check (rankbias.claims.regime_reasons): members outside are undecided.
-REGIME_KEYS = ("plateaued", "min_horizon", "min_movement", "max_norm_change", "nontrivial_bound")
 COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 CONDITION = re.compile(r"^\s*(<=|>=|<|>|==|!=)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 CONDITION_OPS = {**COMPARISONS, "==": operator.eq, "!=": operator.ne}

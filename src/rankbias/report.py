@@ -542,17 +542,6 @@ def concern_index(verdicts: dict) -> list[dict]:
     ]
 
 
-def how_sure(verdicts: dict) -> dict:
-    """The numbers of the "how sure are we" paragraph (from claims.json's summary)."""
-    summary = verdicts["summary"]
-    return {
-        **summary,
-        "n_stable": len(summary["stable"]),
-        "n_underpowered": len(summary["with_underpowered_cases"]),
-        "n_mostly_undecided": len(summary["mostly_undecided"]),
-    }
-
-
 def build_context(
     meta: dict,
     tables: list[Path],
@@ -615,7 +604,7 @@ def build_context(
         "papers": verdicts["papers"],
         "verdict_counts": verdict_counts,
         "verdict_marks": VERDICT_MARK,
-        "how_sure": how_sure(verdicts),
+        "how_sure": verdicts["summary"],
         "alpha": verdicts.get("alpha", 0.05),
         "experiments": experiments,
         "datasets": [read_json(path) | {"name": path.stem} for path in data_infos],

@@ -110,7 +110,8 @@ def trend_test(strata: list[tuple], alternative: str = "less", alpha: float = AL
     """Seed-combined Spearman trend. `strata`: one (axis values, metric values) pair per seed,
     each over the same number k >= 2 of grid points. `less`: the metric falls as the axis grows.
 
-    Returns n (seeds), k, `effect` (mean ρ), `p`, the `test`, `reachable` and `seeds_needed`."""
+    Returns n (seeds), k, `effect` (mean ρ), `p` (and `p_opposite`, the other direction), the
+    `test`, `reachable` and `seeds_needed`."""
     key = tuple(  # the strata's order does not matter: sorted, they share one cache entry
         sorted(
             (tuple(np.asarray(x, float).tolist()), tuple(np.asarray(y, float).tolist()))
@@ -145,31 +146,26 @@ def _trend_test(strata: tuple, alternative: str, alpha: float) -> dict:
         )
         total = round(observed * seeds, ROUND)  # on the null's grid of rounded sums
         slack = 10.0 ** (1 - ROUND)
-        if alternative == "less":
-            p = float(probabilities[values <= total + slack].sum())
-            smallest = float(probabilities[0])
-        else:
-            p = float(probabilities[values >= total - slack].sum())
-            smallest = float(probabilities[-1])
+        p_less = float(probabilities[values <= total + slack].sum())
+        p_greater = float(probabilities[values >= total - slack].sum())
         test = "exact stratified permutation"
     else:
         keys = np.random.default_rng(RNG_SEED).random((MONTE_CARLO, seeds, k))
         orders = keys.argsort(axis=-1)
         null = _mean_rho(x_ranks[None], np.take_along_axis(y_ranks[None], orders, axis=-1))
-        if alternative == "less":
-            p = float((null <= observed + TIES).mean())
-        else:
-            p = float((null >= observed - TIES).mean())
-        test, smallest = f"stratified permutation, {MONTE_CARLO} resamples", 0.0
+        p_less = float((null <= observed + TIES).mean())
+        p_greater = float((null >= observed - TIES).mean())
+        test = f"stratified permutation, {MONTE_CARLO} resamples"
+    p, p_opposite = (p_less, p_greater) if alternative == "less" else (p_greater, p_less)
     needed = next(s for s in range(1, 64) if math.factorial(k) ** -s < alpha)
     return {
         "n": seeds,
         "k": k,
         "effect": observed,
         "p": p,
+        "p_opposite": p_opposite,  # the other direction, from the same null
         "test": test,
         "reachable": math.factorial(k) ** -seeds < alpha,  # the design, ties aside
-        "smallest_p": smallest,  # given this data's ties (a constant metric: 1)
         "seeds_needed": needed,
     }
 
@@ -212,7 +208,6 @@ def share_test(flags, comparison: str, threshold: float, alpha: float = ALPHA) -
     down = stats.binomtest(k, n, threshold, alternative="less")
     interval = up.proportion_ci(0.95)
     p_claim, p_other = (up.pvalue, down.pvalue) if greater else (down.pvalue, up.pvalue)
-    smallest = threshold**n if not greater else (1 - threshold) ** n
     result = {
         "value": k / n,
         "ci": [float(interval.low), float(interval.high)],
@@ -223,7 +218,7 @@ def share_test(flags, comparison: str, threshold: float, alpha: float = ALPHA) -
         return {**result, "outcome": "pass", "p": float(p_claim)}
     if p_other < alpha:
         return {**result, "outcome": "fail", "p": float(p_other)}
-    if min(smallest, threshold**n, (1 - threshold) ** n) >= alpha:
+    if min(threshold**n, (1 - threshold) ** n) >= alpha:  # not even all-or-none is rare enough
         return {
             **result,
             "outcome": "underpowered",

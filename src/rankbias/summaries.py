@@ -57,7 +57,6 @@ def trend_rows(table: pd.DataFrame) -> list[dict]:
                     values = np.array([float(c) for c in grid.columns])
                     strata = [(values, grid.loc[s].to_numpy(float)) for s in grid.index]
                     falling = statistics.trend_test(strata, "less")
-                    rising = statistics.trend_test(strata, "greater")
                     medians = grid.median().to_numpy()
                     top = medians.max()
                     out.append(
@@ -70,7 +69,7 @@ def trend_rows(table: pd.DataFrame) -> list[dict]:
                             "metric": metric,
                             "rho": falling["effect"],
                             "p_falling": falling["p"],
-                            "p_rising": rising["p"],
+                            "p_rising": falling["p_opposite"],
                             "seeds": falling["n"],
                             "points": falling["k"],
                             "grid_spread": float((top - medians.min()) / top) if top > 0 else None,
