@@ -6,12 +6,22 @@ import os
 
 import pytest
 from browser import Chromium, find_chromium
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, wait_for
 
 IMAGES = (
     "JSON.stringify([...document.images].map(i => ({alt: i.alt, complete: i.complete, "
     "natural: i.naturalWidth, drawn: i.getBoundingClientRect().width})))"
 )
+# the report's figures: inline SVG, or unpacked from gzip by the page's script
+FIGURES = (
+    "JSON.stringify([...document.querySelectorAll('figure')].map(f => {"
+    " const svg = f.querySelector('svg[role=img]');"
+    " return {label: svg ? svg.getAttribute('aria-label') : '',"
+    " drawn: svg ? svg.getBoundingClientRect().width : 0,"
+    " rules: svg ? svg.querySelectorAll('[id*=rule-]').length : 0}; }))"
+)
+PACKED = "document.querySelectorAll('[data-gz]').length"
+REPORT_WEIGHT_LIMIT = 2_000_000  # bytes: issue 18's target for the default audit's report
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +56,31 @@ def test_report_loads_in_chromium_offline_and_draws_every_figure(chromium, tiny_
     report = tiny_run / "results" / "report" / "index.html"
     with Chromium(chromium, width=1280, height=1600) as browser:
         browser.load(report.as_uri())
-        images = json.loads(browser.evaluate(IMAGES))
+        wait_for(lambda: browser.evaluate(PACKED) == 0, "the compressed figures to unpack", 60)
+        figures = json.loads(browser.evaluate(FIGURES))
         assert browser.console_errors() == []
         schemes = {url.split(":", 1)[0] for url in browser.requested_urls()}
-        assert schemes <= {"file", "data"}, browser.requested_urls()
-        summary_rows = browser.evaluate("document.querySelectorAll('.summary tr').length")
+        assert schemes <= {"file", "data", "blob"}, browser.requested_urls()
+        rows = json.loads(
+            browser.evaluate(
+                "JSON.stringify([...document.querySelectorAll('.summary tr')].slice(1)"
+                ".map(r => r.innerText))"
+            )
+        )
+        order = browser.evaluate(
+            "['scope', 'contents', 'verdicts', 'concerns', 'claims']"
+            ".map(id => document.getElementById(id).getBoundingClientRect().top)"
+        )
         shot = ARTIFACTS / "report-top.png"
         browser.screenshot(shot)
-    assert len(images) == 15  # every figure of the tiny config, each embedded once
-    for image in images:
-        assert image["complete"] and image["natural"] > 0 and image["drawn"] > 0, image
-        assert len(image["alt"]) > 40  # the figure's title and caption
-    assert summary_rows == 1 + 16  # header + one row per claim
+    assert len(figures) == 17  # every figure of the tiny config, each embedded once
+    for figure in figures:
+        assert figure["drawn"] > 0, figure
+        assert "panel" in figure["label"] and len(figure["label"]) > 40  # what it shows
+    assert sum(f["rules"] > 0 for f in figures) >= 5  # rule lines survive inlining
+    assert len(rows) == 16  # one row per claim
+    for row in rows:
+        assert "needs" in row, row  # every verdict row states the threshold it is judged on
+    assert order == sorted(order)  # scope box and contents come before the verdicts
+    assert report.stat().st_size <= REPORT_WEIGHT_LIMIT
     assert shot.stat().st_size > 20_000

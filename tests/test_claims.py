@@ -597,3 +597,43 @@ def test_two_runs_compare_verdict_by_verdict_and_flag_only_silent_moves():
     assert status(run_of("mixed", 1.0), run_of("mixed", 1.0, "mnist", False)) == "flagged"
     assert status(run_of("supported", 1.0), run_of("mixed", 0.6)) == "flagged"
     assert status(run_of("supported", 1.0), run_of("contradicted", 0.95)) == "flip"
+
+
+# ---------------------------------------------------------------- words and flips for the report
+
+
+def rising_table(top: float, seeds) -> pd.DataFrame:
+    """Rank rising with B from 100 to `top`, identical in both lr slices."""
+    rank = lambda r: 100 + (top - 100) * [16, 32, 64].index(r["batch_size"]) / 2 + 0.01 * r["seed"]  # noqa: E731
+    return trend_table(rank, seeds=seeds)
+
+
+def test_each_check_says_its_statistic_values_and_every_condition_it_needs():
+    result = run(TREND, rising_table(105.5, range(5)))
+    check = result["checks"][0]
+    assert check["statistic"] == "seed-combined Spearman ρ(batch_size, effective_rank)"
+    assert check["needs"] == "ρ > 0 (rising) at p < 0.05 and a grid spread ≥ 5%"
+    assert check["observed"].startswith("ρ = 1, spread 5.2%")
+    level = run(
+        {"kind": "level", "metric": "residual_2", "comparison": "<=", "threshold": 0.05},
+        member_rows([{}], residual_2=lambda r: 0.01 + 0.001 * r["seed"]),
+    )
+    assert level["checks"][0]["needs"].startswith("≤ 0.05 (sign-flip test over seeds")
+    assert level["checks"][0]["statistic"] == "seed mean of residual_2"
+
+
+@pytest.mark.parametrize(
+    "top, seeds, binding",
+    [(105.5, range(5), "grid spread"), (150.0, range(2), "p")],
+)
+def test_the_case_closest_to_flipping_is_found_over_every_condition_of_the_rule(
+    top, seeds, binding
+):
+    """A significant trend that barely clears the 5 % spread is closer to flipping by its spread
+    than by its p; a large trend on two seeds is closest by its p."""
+    result = run(TREND, rising_table(top, seeds))
+    assert result["verdict"] == "supported"
+    flip = result["flip"]
+    assert flip["condition"] == binding
+    assert flip["verdict_if_flipped"] == "mixed"  # two cases: one flipped, one still passing
+    assert "were it to fail, the verdict would be mixed" in flip["text"]

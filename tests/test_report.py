@@ -159,8 +159,8 @@ def test_claim_figures_are_embedded_once_then_linked():
     kinds = {"e": ["rank", "spectra"], "f": ["grid"]}  # f draws neither figure
     sections, placed = claim_sections(verdicts, uris, kinds)
     first, second = (section["figure_list"] for section in sections)
-    assert [f["uri"] for f in first] == ["data:e-rank", "data:e-spectra"]
-    assert second[0]["uri"] is None and second[0]["shown_in"] == "A1"
+    assert [f["inline"] for f in first] == ["data:e-rank", "data:e-spectra"]
+    assert second[0]["inline"] is None and second[0]["shown_in"] == "A1"
     assert placed == {("e", "rank"): "A1", ("e", "spectra"): "A1"}
     rows = sections[0]["checks"][0]["rows"]
     assert rows[0] == {
@@ -195,3 +195,23 @@ def test_regime_table_counts_each_member_once_per_criterion():
     assert row["plateaued (effective_rank)"] == 2 and row["plateau undecided"] == 1
     assert row["h ≥ 3"] == 2 and row["moved ≥ 0.05"] == 2
     assert regime_table(table.drop(columns="decay_horizon")) == []
+
+
+def test_inline_figures_get_ids_of_their_own_and_their_description_as_label(tmp_path):
+    from rankbias.report import inline_figure
+
+    svg = (
+        '<?xml version="1.0"?>\n<!DOCTYPE svg>\n<svg xmlns="http://www.w3.org/2000/svg">'
+        "<title>rank</title><desc>2 panels: rank &amp; more</desc>"
+        '<defs><clipPath id="p1"><rect/></clipPath><path id="m1" d="M 0 0"/></defs>'
+        '<g clip-path="url(#p1)"><use xlink:href="#m1" x="1"/></g><text>#p1 stays</text></svg>'
+    )
+    path = tmp_path / "rank.svg"
+    path.write_text(svg)
+    figure = inline_figure(path, "exp-rank")
+    text = str(figure["svg"])
+    assert text.startswith('<svg role="img" aria-label="2 panels: rank &amp; more"')
+    assert 'id="exp-rank-p1"' in text and "url(#exp-rank-p1)" in text
+    assert 'href="#exp-rank-m1"' in text and "<text>#p1 stays</text>" in text
+    assert "<?xml" not in text and "DOCTYPE" not in text
+    assert str(figure["alt"]) == "2 panels: rank &amp; more"

@@ -1,6 +1,7 @@
 """The Snakemake workflow itself: lint, format, dry run, config refusal, a tiny end-to-end run."""
 
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -50,14 +51,15 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert "Tiny end-to-end check" in html
     # sections follow the config's order (tiny_batch first), not the alphabet
     assert html.index("Tiny batch-size sweep") < html.index("Tiny end-to-end check")
-    # 5 default figures in each of 2 experiments, and the 5 listed by tiny_deep
-    assert html.count('src="data:image/svg+xml;base64,') == 5 * 2 + 5
+    # 6 default figures in each of 2 experiments, and the 5 listed by tiny_deep: inline SVG or,
+    # when large, gzip-compressed for the page's one script to unpack
+    assert html.count('<svg role="img"') + html.count("data-gz=") == 6 * 2 + 5
     assert "The output layer, reported apart" in html and "Seed-combined Spearman trend" in html
     assert "How sure are we?" in html and "seed resamples agree" in html
     statistics = json.loads((workdir / "results" / "statistics" / "tiny_deep.json").read_text())
     assert set(statistics) == {"trends", "tau", "wd_benefit"}
     assert "http://" not in html.replace("http://www.w3.org", "")
-    assert "<script" not in html and "<link" not in html
+    assert html.count("<script") == 1 and "<script src" not in html and "<link" not in html
     table = pd.read_csv(workdir / "results" / "tables" / "tiny.csv")
     # teacher: 4 members x 2 layers; housing: 2 members x (2 + 3 layers)
     assert len(table) == 4 * 2 + 2 * (2 + 3)
@@ -111,3 +113,33 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert any(name.endswith("spectra.svg") for name in names)
     assert any(name.endswith("index.html") for name in names)
     assert any(name.endswith("claims.json") for name in names)
+
+
+@pytest.mark.workflow
+def test_every_figure_a_rule_reads_draws_its_threshold(tiny_run):
+    """Checked from the SVG files: wherever a panel's axis is labelled with the metric of a level
+    rule of the experiment's claims, that rule's line is drawn (its id names rule and metric)."""
+    from rankbias.thresholds import rule_lines
+
+    registry = yaml.safe_load((ROOT / "config" / "claims.yaml").read_text())
+    config = yaml.safe_load((tiny_run / "config" / "config.yaml").read_text())
+    checked = 0
+    for name, block in config["experiments"].items():
+        lines = rule_lines(registry, block.get("claims", []), name)
+        for path in (tiny_run / "results" / "figures" / name).glob("*.svg"):
+            svg = path.read_text()
+            labels = set(re.findall(r"<text[^>]*>([^<]+)</text>", svg))
+            for line in lines:
+                shown = line.kind == "level" and any(
+                    re.fullmatch(rf"{re.escape(line.metric)}( \(W\d+\))?", label)
+                    for label in labels
+                )
+                if shown:
+                    assert f'id="{line.gid}-p' in svg, (path, line)
+                    checked += 1
+        if {"B7"} & set(block.get("claims", [])):
+            assert (
+                'id="rule-B7-sv_above_0.1-p'
+                in (tiny_run / "results" / "figures" / name / "bound.svg").read_text()
+            )
+    assert checked >= 5  # residual_2 (A1), eps_rel, eps_batch_max, thm26_ratio (A5, A6), ...

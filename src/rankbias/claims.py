@@ -48,7 +48,11 @@ from rankbias.registry import (  # noqa: F401 - re-exported: the registry's name
     claim_experiments,
     id_order,
 )
-from rankbias.summaries import benefit_on_validation, matched_errors, with_errors
+from rankbias.summaries import (  # noqa: F401 - with_derived re-exported
+    benefit_on_validation,
+    matched_errors,
+    with_derived,
+)
 
 RESAMPLES = 200  # seed resamples of the stability check (science.md: at least 200)
 STABLE = 0.8  # share of resamples that must agree with the verdict
@@ -56,23 +60,6 @@ RESAMPLE_SEED = 20261201  # fixed: the same tables give the same stability
 EQUAL_STEPS = 1.1  # a slice has "equal numbers of steps" when max/min steps <= this
 SCOPE_AXES = ("dataset", "experiment", "layer", *AXIS_LABEL)  # tie-break order of the scope
 SCOPE_SLACK = 0.05  # a scope holds on another run when it fits within 5 % of that run's best
-
-
-# ---------------------------------------------------------------- derived columns
-
-
-def with_derived(table: pd.DataFrame) -> pd.DataFrame:
-    """Columns the rules read that are functions of measured ones (documented in config/README):
-    `eps_rel` = eps_batch_max / (wd·‖V‖_F), the batch gradient over the decay term's size at
-    stationarity; `units_switching` = 1 − units_dead − units_linear, V's units that switch on
-    the training set; `test_error` / `val_error` = 1 − accuracy (classification) or the loss."""
-    table = table.copy()
-    if "eps_batch_max" in table:
-        scale = table["weight_decay"].astype(float) * table["fro_norm"].astype(float)
-        table["eps_rel"] = table["eps_batch_max"].astype(float) / scale.where(scale > 0)
-    if {"units_dead", "units_linear"} <= set(table):
-        table["units_switching"] = 1 - table["units_dead"] - table["units_linear"]
-    return with_errors(table)
 
 
 # ---------------------------------------------------------------- selecting rows and regimes
@@ -1109,6 +1096,9 @@ def evaluate(
                     "counts": dict(Counter(r["outcome"] for r in records)),
                     "verdict": check_verdict,
                     "scope": scope(records) if check_verdict == "mixed" else None,
+                    "statistic": statistic_words(item["check"]),
+                    "needs": needs_words(item["check"], alpha),
+                    "observed": values_words(item["check"], records),
                 }
             )
         deciding = [c for ch in checks if ch["role"] == "decides" for c in ch["cases"]]
@@ -1121,6 +1111,7 @@ def evaluate(
             "counts": dict(Counter(c["outcome"] for c in deciding)),
             "reachable": reachable_outcomes(checks),
             "scope": scope(deciding) if verdict == "mixed" else None,
+            "flip": closest_to_flipping(subject, outcomes, checks, alpha),
         }
         if subject.kind == "claim":
             record |= {
@@ -1128,6 +1119,7 @@ def evaluate(
                 "source": entry["source"],
                 "claim": entry["claim"],
                 "note": entry.get("note", ""),
+                "paper_setting": entry.get("paper_setting", ""),
                 "concerns": [{"id": c, **_concern_text(registry, c)} for c in entry["concerns"]],
                 "figures": entry.get("figures", []),
                 "verdict": verdict,
@@ -1145,6 +1137,7 @@ def evaluate(
                 "concern": entry["concern"],
                 "context": entry.get("context", ""),
                 "borne_out_when": entry.get("borne_out_when", "supported"),
+                "borne_out_share": entry.get("borne_out_share", 0.5),
                 "verdict": verdict,
                 "finding": headline,
                 "evidence": evidence_line(checks) if entry.get("checks") else "",
@@ -1302,3 +1295,144 @@ def compare(first: dict, second: dict) -> list[dict]:
                 }
             )
     return rows
+
+
+# ---------------------------------------------------------------- words for the report
+
+
+def statistic_words(check: dict) -> str:
+    """What a check's cases measure, in words, with the statistic's name."""
+    kind, metric = check["kind"], check.get("metric", "test error")
+    if "target" in check:
+        metric = f"|{metric} − {check['target']:g}|"
+    if "relative_to" in check:
+        metric = f"{metric} / {check['relative_to']}"
+    return {
+        "level": f"seed mean of {metric}",
+        "wd_effect": f"seed mean of {metric}(wd) / {metric}(wd = 0)",
+        "wd_benefit": "test error at wd = 0 − at the best wd > 0 (picked on validation)",
+        "trend": f"seed-combined Spearman ρ({check.get('axis')}, {metric})",
+        "spread": f"(max − min)/max of {metric} over {', '.join(check.get('axes', []))}",
+        "tau": f"Kendall τ({metric}, gap)"
+        + (f" − best τ of {', '.join(check['versus'])}" if check.get("versus") else ""),
+        "share": "share of members with "
+        + ", ".join(f"{k} {v}" for k, v in check.get("condition", {}).items()),
+    }[kind]
+
+
+SYMBOL = {"<=": "≤", ">=": "≥", "<": "<", ">": ">"}
+
+
+def needs_words(check: dict, alpha: float) -> str:
+    """The threshold a case must clear, with every condition of the rule."""
+    kind = check["kind"]
+    check = {**check, "comparison": SYMBOL.get(check.get("comparison"), check.get("comparison"))}
+    if "control_comparison" in check:
+        check["control_comparison"] = SYMBOL[check["control_comparison"]]
+    if kind == "trend":
+        sign = "< 0 (falling)" if check["comparison"] in ("<", "≤") else "> 0 (rising)"
+        text = f"ρ {sign} at p < {alpha:g} and a grid spread ≥ {check.get('min_spread', 0):.0%}"
+    elif "band" in check:
+        low, high = check["band"]
+        text = f"not significantly < {low:g} and a 95 % CI upper bound ≤ {high:g}"
+    elif kind == "share":
+        text = f"{check['comparison']} {check['threshold']:g} (binomial test, p < {alpha:g})"
+    else:
+        test = f"sign-flip test over seeds, p < {alpha:g}"
+        text = f"{check['comparison']} {check['threshold']:g} ({test})"
+    if "control_metric" in check:
+        if kind == "trend":
+            text += f"; the same for {check['control_metric']}"
+        else:
+            comparison = check.get("control_comparison", check["comparison"])
+            threshold = check.get("control_threshold", check["threshold"])
+            text += f"; and {check['control_metric']} {comparison} {threshold:g}"
+    return text
+
+
+def _span(values: list[float], fmt) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "–"
+    low, high = min(values), max(values)
+    return fmt(low) if fmt(low) == fmt(high) else f"{fmt(low)} to {fmt(high)}"
+
+
+def _short(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def values_words(check: dict, records: list[dict]) -> str:
+    """The decided cases' values (range), and for trends their grid spread."""
+    decided = [r for r in records if r["outcome"] in ("pass", "fail")]
+    shown = decided or [r for r in records if r.get("value") is not None]
+    if not shown:
+        return "no case has a value"
+    text = _span([r.get("value") for r in shown], _short)
+    if check["kind"] == "trend":
+        text = f"ρ = {text}, spread {_span([r.get('grid_spread') for r in shown], '{:.1%}'.format)}"
+    return text + ("" if decided else " (none decided)")
+
+
+def conditions(check: dict, record: dict, alpha: float) -> list[dict]:
+    """Every condition a decided case was judged on, with how far it is from its line (`margin`,
+    |log(value / line)|: 0 is on the line). The p-value is one; a trend's grid spread, a band's
+    upper bound and the control's p are the others."""
+    out = []
+    if record.get("p") is not None and record["p"] > 0:
+        out.append({"name": "p", "value": record["p"], "line": alpha})
+    if check["kind"] == "trend" and record.get("grid_spread"):
+        out.append(
+            {"name": "grid spread", "value": record["grid_spread"], "line": check["min_spread"]}
+        )
+    if "band" in check and record.get("ci") and record["ci"][1] is not None:
+        high = check["band"][1]
+        upper = record["ci"][1]
+        if upper > 0 and high > 0:
+            out.append({"name": "95 % CI upper bound", "value": upper, "line": high})
+    control = record.get("control") or {}
+    if control.get("p"):
+        out.append(
+            {"name": f"p of {check['control_metric']}", "value": control["p"], "line": alpha}
+        )
+    for item in out:
+        if item["value"] > 0 and item["line"] > 0:
+            item["margin"] = abs(math.log(item["value"] / item["line"]))
+    return [item for item in out if "margin" in item]
+
+
+def closest_to_flipping(
+    subject: Subject, outcomes: list[list[dict]], checks: list[dict], alpha: float
+) -> dict | None:
+    """The decided case nearest its line over every condition of its rule, and the verdict if
+    that one case came out the other way: how close the verdict is to flipping."""
+    verdict = subject.judge(outcomes)[0]
+    best = None
+    for index, (item, results) in enumerate(zip(subject.checks, outcomes, strict=True)):
+        if not _deciding(item):
+            continue
+        for position, (case, result) in enumerate(zip(item["cases"], results, strict=True)):
+            if result["outcome"] not in ("pass", "fail"):
+                continue
+            for condition in conditions(item["check"], result, alpha):
+                if best is None or condition["margin"] < best[0]:
+                    best = (condition["margin"], index, position, case.name, condition)
+    if best is None:
+        return None
+    _, index, position, name, condition = best
+    changed = [list(results) for results in outcomes]
+    flipped = {"pass": "fail", "fail": "pass"}[changed[index][position]["outcome"]]
+    changed[index][position] = {**changed[index][position], "outcome": flipped}
+    then = subject.judge(changed)[0]
+    return {
+        "case": name,
+        "check": index + 1,
+        "condition": condition["name"],
+        "value": condition["value"],
+        "line": condition["line"],
+        "outcome": outcomes[index][position]["outcome"],
+        "verdict_if_flipped": then,
+        "text": f"Closest to its line: {name} (rule {index + 1}), {condition['name']} "
+        f"{condition['value']:.3g} against {condition['line']:.3g}; were it to {flipped}, the "
+        + (f"verdict would be {then}" if then != verdict else f"verdict would stay {verdict}"),
+    }

@@ -147,7 +147,15 @@ def cmd_figure(args: argparse.Namespace) -> None:
             group, key = name.split("/", 1)
             spectra.setdefault(group, {})[key] = handle[name]
     table, history = pd.read_csv(args.table), pd.read_csv(args.history)
-    draw_figure(args.kind, table, history, spectra, Path(args.out), args.sweep, args.hue)
+    lines = []
+    if args.registry:
+        import yaml
+
+        from rankbias.thresholds import rule_lines
+
+        registry = yaml.safe_load(Path(args.registry).read_text())
+        lines = rule_lines(registry, args.subjects, args.experiment)
+    draw_figure(args.kind, table, history, spectra, Path(args.out), args.sweep, args.hue, lines)
     _log(f"wrote {args.out}")
 
 
@@ -211,6 +219,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         [Path(p) for p in args.runs],
         Path(args.claims),
         [Path(p) for p in args.statistics],
+        Path(args.paper_config) if args.paper_config else None,
     )
     _log(f"wrote {args.out}")
 
@@ -267,6 +276,11 @@ def parser() -> argparse.ArgumentParser:
     figure.add_argument("--out", required=True, help="the .svg to write")
     figure.add_argument("--sweep", default="weight_decay", help="the x axis of the figure")
     figure.add_argument("--hue", default="batch_size", help="the colour axis (grid, heatmap)")
+    figure.add_argument("--registry", help="config/claims.yaml: draw the rules' thresholds")
+    figure.add_argument(
+        "--subjects", nargs="*", default=[], help="claim and concern ids of this experiment"
+    )
+    figure.add_argument("--experiment", help="the experiment (a check may name its experiments)")
     figure.set_defaults(func=cmd_figure)
 
     summary = steps.add_parser(
@@ -294,6 +308,10 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--meta", required=True, help="experiment titles and config, as JSON")
     report.add_argument("--tables", nargs="+", required=True)
     report.add_argument("--figures", nargs="+", required=True, help="<experiment>/<name>.svg files")
+    report.add_argument(
+        "--paper-config",
+        help="config/paper.yaml: the scope box says what a paper-scale run changes",
+    )
     report.add_argument("--data-info", nargs="+", required=True)
     report.add_argument("--runs", nargs="+", required=True, help="result.json of every job")
     report.add_argument("--claims", required=True, help="claims.json from `rankbias claims`")

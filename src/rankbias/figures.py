@@ -3,15 +3,23 @@
 Paper A's figures: spectra of W1 per swept value, rank metrics and Paper A's quantities against the
 swept value, and training dynamics. Paper B's: hidden-layer ranks against the swept value per
 `hue` value (grid) and over the (hue, sweep) grid (heatmap), rank per layer against depth, the
-measured rank against Theorem 3.3's bound, and the norm ratio over training. An experiment lists
-the figures it draws (`figures` in the config); `draw_figure` makes one. Panels are one per
-*setting*: data set plus every other axis that varies inside the experiment, so no panel silently
-mixes settings. Excluded members (diverged, collapsed) are drawn as crosses and left out of
-medians.
+measured rank against Theorem 3.3's bound, and the norm ratio over training; for both, test
+error against weight decay. An experiment lists the figures it draws (`figures` in the config);
+`draw_figure` makes one. Panels are one per *setting*: data set plus every other axis that varies
+inside the experiment, so no panel silently mixes settings. Excluded members (diverged, collapsed)
+are drawn as crosses and left out of medians.
+
+Every panel that shows a metric a verdict rule reads draws the rule (rankbias.thresholds): its
+threshold as a dashed green line labelled with the claim ids, the claim's passing side shaded, a
+trend rule's smallest spread beside the spread the panel shows. Rank axes start at zero, so a
+0.3 % difference does not look like a trend. Text stays text in the SVG (searchable, read aloud);
+each SVG carries a <title> and a <desc> saying what it shows, which the report uses as alt text.
 """
 
 from __future__ import annotations
 
+import re
+from html import escape
 from pathlib import Path
 
 import matplotlib
@@ -23,8 +31,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from rankbias.plan import FIGURE_KINDS, format_number  # noqa: E402
-from rankbias.registry import AXIS_LABEL  # noqa: E402
+from rankbias.registry import AXIS_LABEL, CONDITION, CONDITION_OPS  # noqa: E402
 from rankbias.storage import atomic_path  # noqa: E402
+from rankbias.summaries import with_derived  # noqa: E402
+from rankbias.thresholds import RuleLine, lines_for  # noqa: E402
 
 SETTING_AXES = ("depth", "width", "batch_size", "lr", "weight_decay", "wd_function")
 # W's rank beside that of its learned part W − s_T·W_0 (a fading init also lowers W's rank)
@@ -34,11 +44,26 @@ RANK_PANELS = (
     "effective_rank",
     "effective_rank_learned",
     "stable_rank",
+    "residual_1",
     "residual_2",
+    "residual_2_learned",
 )
-PAPER_A_PANELS = ("eps_batch_max", "thm26_ratio", "units_dead", "units_linear", "units_zero_input")
-LOG_SCALE = {"eps_batch_max", "thm26_ratio"}
+PAPER_A_PANELS = (
+    "eps_batch_max",
+    "eps_rel",
+    "thm26_ratio",
+    "units_dead",
+    "units_linear",
+    "units_switching",
+    "units_zero_input",
+)
+LOG_SCALE = {"eps_batch_max", "eps_rel", "thm26_ratio"}
 PALETTE = "viridis"  # ordered and colour-blind safe
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")  # tell neighbouring colours apart
+RULE_COLOR = "#007a5a"  # Okabe-Ito bluish green, darkened: rule lines and their labels
+PASS_FILL = "#009E73"  # the claim's passing side, shaded lightly
+# y axes that start at zero: counts, ranks, residuals and shares, where "no effect" is judged
+ZERO_BASED_PREFIXES = ("rank_", "effective_rank", "stable_rank", "residual_", "units_", "sv_above")
 
 
 def _label(axis: str, value) -> str:
@@ -70,19 +95,274 @@ def ordered_settings(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame.sort_values(axes, kind="stable")["setting"]))
 
 
+def describe(figure: plt.Figure) -> str:
+    """What the figure shows, from its own axes: panels, what they plot against what, and the
+    rule lines drawn (the report's alt text; not the caption again)."""
+    panels = [axis for axis in figure.axes if axis.get_visible() and axis.axison]
+    plotted = list(dict.fromkeys(axis.get_ylabel() for axis in panels if axis.get_ylabel()))
+    against = list(dict.fromkeys(axis.get_xlabel() for axis in panels if axis.get_xlabel()))
+    titles = list(dict.fromkeys(t.replace("\n", " ") for a in panels if (t := a.get_title())))
+    rules = dict.fromkeys(
+        _rule_words(gid)
+        for axis in panels
+        for artist in (*axis.lines, *axis.texts, *axis.patches, *axis.collections)
+        if (gid := artist.get_gid() or "").startswith(("rule-", "regime-"))
+    )
+    text = f"{len(panels)} panel{'s' * (len(panels) != 1)}"
+    if titles:
+        text += " (" + "; ".join(titles[:6]) + ("; ..." if len(titles) > 6 else "") + ")"
+    if plotted:
+        text += ": " + ", ".join(plotted[:10]) + (", ..." if len(plotted) > 10 else "")
+        text += f" against {' / '.join(against)}" if against else ""
+    if rules:
+        return f"{text}. Rule lines drawn: {'; '.join(rules)}."
+    return f"{text}. No verdict rule reads it."
+
+
+def _rule_words(gid: str) -> str:
+    """rule-A1-residual_2-p3 -> 'A1 on residual_2'; a regime line or a spread note says so."""
+    kind, subject, rest = gid.split("-", 2)
+    rest = re.sub(r"-p\d+$", "", rest)
+    for suffix, words in (("-spread", " (spread)"), ("-band", " (band)")):
+        if rest.endswith(suffix):
+            rest = rest.removesuffix(suffix) + words
+    return f"{subject} on {rest}" + (" (regime)" if kind == "regime" else "")
+
+
+GEOMETRY = re.compile(r'\b(d|x|y|x1|x2|y1|y2|width|height|transform|points|viewBox)="([^"]*)"')
+DECIMALS = re.compile(r"-?\d+\.\d{2,}")
+# matplotlib's own ids (never referenced): our rule gids and the clip paths and markers stay
+AUTO_ID = re.compile(
+    r' id="(?:figure|axes|patch|line2d|text|xtick|ytick|matplotlib\.axis|legend|PathCollection|'
+    r'PolyCollection|LineCollection|FillBetweenPolyCollection|QuadMesh|LineCollection)_\d+"'
+)
+FONT = re.compile(r"font-family: [^;\"]*;? ?")
+
+
+def compact_svg(text: str) -> str:
+    """Matplotlib's SVG, about half the size without a visible change: geometry to 0.1 pt, no
+    indentation, no RDF metadata, no unreferenced ids or empty groups, one font rule for all
+    text. Text content (the numbers of a heat map) is kept as it is."""
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    text = re.sub(r">\s+<", "><", text)
+    text = AUTO_ID.sub("", text)
+    text = FONT.sub("", text).replace(' transform="rotate(-0 ', ' data-r="')
+    text = re.sub(r' data-r="[^"]*"', "", text)
+
+    def shorten(match: re.Match) -> str:
+        value = re.sub(r"\s+", " ", match[2]).strip()
+        value = DECIMALS.sub(lambda m: f"{float(m.group()):.1f}".removesuffix(".0"), value)
+        return f'{match[1]}="{value}"'
+
+    text = GEOMETRY.sub(shorten, text)
+    single = re.compile(r"<g>(<[^<>]*/>)</g>")
+    while single.search(text):
+        text = single.sub(r"\1", text)
+    return text.replace(
+        '<style type="text/css">',
+        "<style type=\"text/css\">text{font-family:'DejaVu Sans',Arial,sans-serif}",
+        1,
+    )
+
+
 def _save(figure: plt.Figure, path: Path) -> None:
-    plt.rcParams["svg.hashsalt"] = path.name  # stable ids, distinct between figures
+    """Compact SVG with text as text (not glyph paths) and a <title>/<desc> (what the figure
+    shows) for screen readers and the report's alt text."""
+    plt.rcParams["svg.hashsalt"] = f"{path.parent.name}/{path.name}"  # ids distinct per figure
+    plt.rcParams["svg.fonttype"] = "none"
+    description = describe(figure)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="svg", bbox_inches="tight")
+        figure.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
+        text = compact_svg(Path(tmp).read_text())
+        head = f"<title>{escape(path.stem)}</title><desc>{escape(description)}</desc>"
+        start = text.index(">", text.index("<svg")) + 1
+        Path(tmp).write_text(text[:start] + head + text[start:])
     plt.close(figure)
 
 
 def _colors(values) -> dict:
-    """Ordered colours from the dark 85 % of viridis: its last yellows are unreadable on white."""
+    """Ordered colours from the dark 85 % of viridis (its last yellows are unreadable on white),
+    spaced by rank, not value, so wd = 0, 1e-4 and 1e-3 differ as much as 0.03 and 0.1."""
     ordered = sorted(set(values))
     colormap = matplotlib.colormaps[PALETTE]
     positions = np.linspace(0.0, 0.85, max(len(ordered), 2))
     return {value: colormap(position) for value, position in zip(ordered, positions, strict=False)}
+
+
+def _markers(values) -> dict:
+    """A marker per value, in the colours' order: neighbours differ in shape too."""
+    ordered = sorted(set(values))
+    return {value: MARKERS[i % len(MARKERS)] for i, value in enumerate(ordered)}
+
+
+# ---------------------------------------------------------------- the rules on the panels
+
+
+def _zero_based(metric: str) -> bool:
+    return metric.startswith(ZERO_BASED_PREFIXES)
+
+
+def _matches(rows: pd.DataFrame, where: dict) -> pd.DataFrame:
+    """The rows a rule's `where` keeps (the rule's own selection, for its spread)."""
+    for column, condition in where.items():
+        if column not in rows:
+            continue
+        match = CONDITION.match(condition) if isinstance(condition, str) else None
+        if match:
+            rows = rows[CONDITION_OPS[match.group(1)](rows[column], float(match.group(2)))]
+        else:
+            allowed = condition if isinstance(condition, list) else [condition]
+            rows = rows[rows[column].isin(allowed)]
+    return rows
+
+
+def _y_range(axis, metric: str, values: list[float]) -> None:
+    """Widen the y range to show every rule line (and zero, for rank-like metrics)."""
+    low, high = axis.get_ylim()
+    wanted = [v for v in values if np.isfinite(v)] + ([0.0] if _zero_based(metric) else [])
+    if axis.get_yscale() == "log":
+        wanted = [v for v in wanted if v > 0]
+    if not wanted:
+        return
+    low, high = min(low, *wanted), max(high, *wanted)
+    pad = 0.04 * (high - low) if axis.get_yscale() != "log" else 0.0
+    low = 0.0 if _zero_based(metric) and low >= 0 else low - pad
+    axis.set_ylim(low, high + pad if axis.get_yscale() != "log" else high * 1.5)
+
+
+def draw_rules(axis, metric: str, lines: list[RuleLine], panel: int = 0) -> None:
+    """The level rules on `metric`: a dashed line per threshold, labelled with its rules
+    ("A1 ≤ 0.05 · C3 > 0.05"), and the side where the first counted claim passes shaded. The y
+    range grows to include the lines, and zero for ranks, counts and shares."""
+    here = lines_for(lines, metric)
+    _y_range(axis, metric, [line.value for line in here])
+    by_value: dict[float, list[RuleLine]] = {}
+    for line in here:
+        by_value.setdefault(line.value, []).append(line)
+    low, high = axis.get_ylim()
+    for value, group in by_value.items():
+        for line in group:
+            drawn = axis.axhline(value, color=RULE_COLOR, linestyle="--", linewidth=1.1)
+            drawn.set_gid(f"{line.gid}-p{panel}")
+        label = " · ".join(
+            f"{_subjects_of(group, comparison)} {comparison} {value:g}"
+            for comparison in dict.fromkeys(g.comparison for g in group)
+        )
+        axis.text(
+            0.99,
+            value,
+            label,
+            transform=axis.get_yaxis_transform(),
+            ha="right",
+            va="bottom",
+            fontsize=6.5,
+            color=RULE_COLOR,
+        )
+    _shade_pass(axis, here, low, high)
+    axis.set_ylim(low, high)
+
+
+def _subjects_of(group: list[RuleLine], comparison: str) -> str:
+    names = (g.subject + ("" if g.counted else " (context)") for g in group)
+    kept = [n for n, g in zip(names, group, strict=True) if g.comparison == comparison]
+    return ", ".join(dict.fromkeys(kept))
+
+
+def _shade_pass(axis, here: list[RuleLine], low: float, high: float) -> None:
+    """Shade where each claim's rule passes (the intersection of its lines: a band for B8); a
+    concern's side only when no claim reads the panel."""
+    claims = [line for line in here if line.counted and not line.subject.startswith("C")]
+    shaded = claims or [line for line in here if line.counted]
+    intervals: dict[str, list[float]] = {}
+    for line in shaded:
+        start, stop = intervals.setdefault(line.subject, [low, high])
+        if line.comparison.startswith(">"):
+            intervals[line.subject] = [max(start, line.value), stop]
+        else:
+            intervals[line.subject] = [start, min(stop, line.value)]
+    for start, stop in {tuple(v) for v in intervals.values() if v[0] < v[1]}:
+        axis.axhspan(start, stop, color=PASS_FILL, alpha=0.07, linewidth=0)
+
+
+def _spreads(medians: pd.Series, along: str) -> list[float]:
+    """(max − min)/max of the medians along one axis, for each combination of the others."""
+    levels = [name for name in medians.index.names if name != along]
+    groups = medians.groupby(level=levels) if levels else [(None, medians)]
+    spreads = []
+    for _, line in groups:
+        values = line.to_numpy(dtype=float)
+        if len(values) >= 2 and np.nanmax(values) > 0:
+            spreads.append(float((np.nanmax(values) - np.nanmin(values)) / np.nanmax(values)))
+    return spreads
+
+
+def note_trends(
+    axis, metric: str, lines: list[RuleLine], rows: pd.DataFrame, axes: list[str], panel: int = 0
+) -> None:
+    """Each trend rule on `metric` whose axis varies in this panel: the spread its medians move
+    by (over the rule's own rows, e.g. wd > 0 only) beside the smallest spread the rule needs."""
+    notes = []
+    for line in lines_for(lines, metric, "trend"):
+        axis_name = line.axis
+        if axis_name not in axes:
+            continue
+        kept = _matches(rows[(rows["status"] == "ok") & np.isfinite(rows[metric])], line.where)
+        if kept[axis_name].nunique() < 2:
+            continue
+        medians = kept.groupby(axes)[metric].median()
+        spreads = _spreads(medians, axis_name)
+        if not spreads:
+            continue
+        moved = (
+            f"{min(spreads):.1%}" if len(spreads) == 1 else f"{min(spreads):.1%}–{max(spreads):.1%}"
+        )
+        direction = "falls" if line.comparison.startswith("<") else "rises"
+        notes.append(
+            (
+                line,
+                f"{line.subject} needs: {direction} with {AXIS_LABEL.get(axis_name, axis_name)} "
+                f"by ≥ {line.value:.0%}; the medians move {moved}",
+            )
+        )
+    for row, (line, text) in enumerate(notes):
+        note = axis.text(
+            0.01,
+            0.02 + 0.09 * row,
+            text,
+            transform=axis.transAxes,
+            fontsize=6.5,
+            color=RULE_COLOR,
+            va="bottom",
+        )
+        note.set_gid(f"{line.gid}-spread-p{panel}")
+
+
+def draw_effect(
+    axis,
+    metric: str,
+    lines: list[RuleLine],
+    baseline: float,
+    color,
+    panel: int,
+    x_range: tuple[float, float],
+) -> None:
+    """A wd_effect rule (B1): the line threshold × the median at wd = 0, across the wd > 0 side."""
+    for line in lines_for(lines, metric, "effect"):
+        if not np.isfinite(baseline):
+            continue
+        drawn = axis.hlines(
+            line.value * baseline, *x_range, color=color, linestyle=":", linewidth=1.2
+        )
+        drawn.set_gid(f"{line.gid}-p{panel}")
+        axis.text(
+            x_range[1],
+            line.value * baseline,
+            f"{line.subject}: ≤ {line.value:g} × wd = 0",
+            ha="right",
+            va="bottom",
+            fontsize=6.5,
+            color=color,
+        )
 
 
 def _mark_excluded(axis, x: pd.Series, y: pd.Series) -> None:
@@ -146,10 +426,13 @@ def metric_figure(
     metrics: tuple[str, ...],
     sweep: str = "weight_decay",
     layer: int = 1,
+    lines: list[RuleLine] = (),
 ):
-    """Metrics of one layer against the swept value: seeds as points, medians as lines (a metric
-    the table lacks, e.g. one written by an older version, is left out)."""
-    metrics = tuple(metric for metric in metrics if metric in table)
+    """Metrics of one layer against the swept value: seeds as points, medians as lines, and the
+    rules that read each metric (a metric the table lacks, e.g. one written by an older version,
+    is left out)."""
+    table = with_derived(table)
+    metrics = tuple(metric for metric in metrics if metric in table and table[metric].notna().any())
     rows = add_setting(table[table["layer"] == layer], sweep)
     settings = ordered_settings(rows)
     grid = sorted(rows[sweep].unique())
@@ -165,7 +448,7 @@ def metric_figure(
         here = rows[rows["setting"] == setting]
         ok, excluded = here[here["status"] == "ok"], here[here["status"] != "ok"]
         for row, metric in enumerate(metrics):
-            axis = axes[row][col]
+            axis, panel = axes[row][col], row * len(settings) + col
             finite = ok[np.isfinite(ok[metric])]
             sns.stripplot(
                 data=finite,
@@ -193,6 +476,18 @@ def metric_figure(
             suffix = f" (W{layer})" if metric in RANK_PANELS else ""
             axis.set(ylabel=metric + suffix, xlabel="", title=setting if row == 0 else "")
             axis.grid(alpha=0.3)
+            draw_rules(axis, metric, lines, panel)
+            note_trends(axis, metric, lines, here, [sweep], panel)
+            if sweep == "weight_decay" and 0 in grid and len(grid) > 1:
+                draw_effect(
+                    axis,
+                    metric,
+                    lines,
+                    median.get(0, np.nan),
+                    "#D55E00",
+                    panel,
+                    (0.7, len(grid) - 0.7),
+                )
         axes[-1][col].set_xticks(range(len(grid)), [_label(sweep, v) for v in grid], rotation=45)
         axes[-1][col].set_xlabel(sweep)
     axes[0][0].legend(fontsize=7, frameon=False)
@@ -200,11 +495,17 @@ def metric_figure(
     _save(figure, path)
 
 
-def dynamics_figure(history: pd.DataFrame, path: Path, sweep: str = "weight_decay", layer: int = 1):
+def dynamics_figure(
+    history: pd.DataFrame,
+    path: Path,
+    sweep: str = "weight_decay",
+    layer: int = 1,
+    lines: list[RuleLine] = (),
+):
     """Train loss, effective rank of one layer and eps_batch over training, median over seeds."""
     rows = add_setting(history[history["layer"] == layer], sweep)
     settings = ordered_settings(rows)
-    colors = _colors(rows[sweep])
+    colors, markers = _colors(rows[sweep]), _markers(rows[sweep])
     candidates = ("train_loss", "effective_rank", "effective_rank_learned", "eps_batch_max")
     panels = [p for p in candidates if p in rows]
     figure, axes = plt.subplots(
@@ -224,7 +525,8 @@ def dynamics_figure(history: pd.DataFrame, path: Path, sweep: str = "weight_deca
                     curve["epoch"],
                     curve[metric],
                     color=colors[value],
-                    marker=".",
+                    marker=markers[value],
+                    markersize=3.5,
                     label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
                 )
             rank = metric.startswith("effective_rank")
@@ -232,6 +534,7 @@ def dynamics_figure(history: pd.DataFrame, path: Path, sweep: str = "weight_deca
             if not rank:
                 axis.set_yscale("log")
             axis.grid(alpha=0.3)
+            draw_rules(axis, metric, lines, row * len(settings) + col)
         axes[-1][col].set_xlabel("epoch")
     _legend(axes)
     figure.tight_layout()
@@ -262,7 +565,7 @@ def _grid_medians(rows: pd.DataFrame, keys: list[str], metric: str) -> pd.Series
     return ok.groupby(keys)[metric].median()
 
 
-def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
+def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str, lines: list[RuleLine] = ()):
     """Hidden-layer ranks and test accuracy against `sweep`, one line per value of `hue`.
 
     Columns are (setting, hidden layer); medians over seeds of members that trained normally, so
@@ -273,7 +576,7 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
     rows = rows.assign(position=rows[sweep].map({value: i for i, value in enumerate(grid)}))
     metrics = ("rank_galanti", "effective_rank", "effective_rank_learned", _accuracy_metric(rows))
     metrics = tuple(metric for metric in metrics if metric in rows)
-    colors = _colors(rows[hue])
+    colors, markers = _colors(rows[hue]), _markers(rows[hue])
     figure, axes = plt.subplots(
         len(metrics),
         len(panels),
@@ -285,7 +588,7 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
         here = rows[(rows["setting"] == setting) & (rows["layer"] == layer)]
         excluded = here[here["status"] != "ok"]
         for row, metric in enumerate(metrics):
-            axis = axes[row][col]
+            axis, panel = axes[row][col], row * len(panels) + col
             median = _grid_medians(here, [hue, "position"], metric)
             for value in sorted(here[hue].unique()):
                 if value in median.index.get_level_values(0):
@@ -294,14 +597,26 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
                         line.index,
                         line.values,
                         color=colors[value],
-                        marker="o",
-                        markersize=3,
+                        marker=markers[value],
+                        markersize=3.5,
                         label=f"{AXIS_LABEL[hue]}={_label(hue, value)}",
                     )
+                    if sweep == "weight_decay" and 0 in grid and len(grid) > 1:
+                        draw_effect(
+                            axis,
+                            metric,
+                            lines,
+                            line.get(grid.index(0), np.nan),
+                            colors[value],
+                            panel,
+                            (0.7, len(grid) - 0.7),
+                        )
             _mark_excluded(axis, excluded["position"], excluded[metric])
             suffix = f" (W{layer})" if metric in RANK_PANELS else ""
             axis.set(ylabel=metric + suffix, title=f"{setting}, layer {layer}" if row == 0 else "")
             axis.grid(alpha=0.3)
+            draw_rules(axis, metric, lines, panel)
+            note_trends(axis, metric, lines, here, [hue, sweep], panel)
         axes[-1][col].set_xticks(range(len(grid)), [_label(sweep, v) for v in grid], rotation=45)
         axes[-1][col].set_xlabel(sweep)
     _legend(axes)
@@ -309,22 +624,28 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
     _save(figure, path)
 
 
-def heatmap_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str):
+def heatmap_figure(
+    table: pd.DataFrame, path: Path, sweep: str, hue: str, lines: list[RuleLine] = ()
+):
     """Median rank_galanti and effective_rank (a row each per setting) of every hidden layer (a
     column each), and the test accuracy (last column), over the (hue, sweep) grid.
 
-    One colour scale per metric. Cells without a member that trained normally are left blank and
-    marked "excl."."""
+    One colour scale per metric, from 0 to the layer's largest possible rank (accuracy: 0 to 1;
+    a loss: 0 to its largest median), so ranks 120 to 128 of a 128-wide layer look alike, as
+    they are. Cells without a member that trained normally are left blank and marked "excl."."""
     rows = add_setting(hidden_layers(table), sweep, hue)
     accuracy = _accuracy_metric(rows)
     settings, layers = ordered_settings(rows), sorted(rows["layer"].unique())
     metrics = ("rank_galanti", "effective_rank")
     shape = (len(settings) * len(metrics), len(layers) + 1)
     figure, axes = plt.subplots(*shape, squeeze=False, figsize=(3.3 * shape[1], 2.8 * shape[0]))
-    limits = {}
-    for metric in (*metrics, accuracy):
-        medians = _grid_medians(rows, ["setting", "layer", hue, sweep], metric)
-        limits[metric] = (medians.min(), medians.max()) if len(medians) else (0, 1)
+    full_rank = float(rows[["rows", "cols"]].min(axis=1).max()) if len(rows) else 1.0
+    limits = {metric: (0.0, full_rank) for metric in metrics}
+    if accuracy == "test_acc":
+        limits[accuracy] = (0.0, 1.0)
+    else:
+        losses = _grid_medians(rows, ["setting", "layer", hue, sweep], accuracy)
+        limits[accuracy] = (0.0, float(losses.max()) if len(losses) else 1.0)
     for block, setting in enumerate(settings):
         for offset, metric in enumerate(metrics):
             row = block * len(metrics) + offset
@@ -364,10 +685,16 @@ def _heatmap(
         axis.text(j + 0.5, i + 0.5, "excl.", ha="center", va="center", fontsize=7)
     axis.set_xticklabels([_label(sweep, v) for v in cells.columns], rotation=45)
     axis.set_yticklabels([_label(hue, v) for v in cells.index], rotation=0)
-    axis.set(title=title, xlabel=sweep, ylabel=hue)
+    axis.set(title=f"{title} (colour {limits[0]:g}–{limits[1]:.3g})", xlabel=sweep, ylabel=hue)
 
 
-def depth_figure(table: pd.DataFrame, path: Path, sweep: str = "depth", hue: str | None = None):
+def depth_figure(
+    table: pd.DataFrame,
+    path: Path,
+    sweep: str = "depth",
+    hue: str | None = None,
+    lines: list[RuleLine] = (),
+):
     """Rank of every hidden layer against its index, one line per network depth."""
     rows = add_setting(hidden_layers(table), "depth", "weight_decay")
     settings = ordered_settings(rows)
@@ -398,6 +725,7 @@ def depth_figure(table: pd.DataFrame, path: Path, sweep: str = "depth", hue: str
                 )
             axis.set(ylabel=metric, title=setting if row == 0 else "")
             axis.grid(alpha=0.3)
+            draw_rules(axis, metric, lines, row * len(settings) + col)
         axes[-1][col].set_xlabel("hidden layer l (W_l)")
         axes[-1][col].xaxis.get_major_locator().set_params(integer=True)
     _legend(axes)
@@ -405,30 +733,42 @@ def depth_figure(table: pd.DataFrame, path: Path, sweep: str = "depth", hue: str
     _save(figure, path)
 
 
-def bound_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = None):
-    """Measured #{sigma_i/||W||_F > eps} of hidden layers against Paper B's bound (claim B7).
+def bound_figure(
+    table: pd.DataFrame,
+    path: Path,
+    sweep: str,
+    hue: str | None = None,
+    lines: list[RuleLine] = (),
+):
+    """The measured count the B7 rule reads (its `metric`, sv_above_ε unless the registry says
+    otherwise) of hidden layers against Paper B's bound, one panel per ε.
 
-    Points below the diagonal respect the bound; the bound says something only left of the
-    dotted line (the layer's min shape), since no matrix has more singular values than that.
-    Excluded members (collapsed, diverged) are grey crosses: where the bound is small, they show
-    whether training still works there."""
+    Points on or below the diagonal (the rule: measured / bound ≤ 1) respect the bound; the bound
+    says something only left of the dotted line (the layer's smaller side): right of it the case
+    is undecided (trivial bound). Excluded members (collapsed, diverged) are grey crosses: where
+    the bound is small, they show whether training still works there."""
     rows = hidden_layers(table)
     rows = rows[rows["weight_decay"] > 0]
     ok, excluded = rows[rows["status"] == "ok"], rows[rows["status"] != "ok"]
-    colors = _colors(rows[sweep]) if len(rows) else {}
-    eps_values = [c.removeprefix("galanti_bound_") for c in table if c.startswith("galanti_bound_")]
-    figure, axes = plt.subplots(
-        1, len(eps_values), squeeze=False, figsize=(3.8 * len(eps_values), 3.4)
-    )
+    colors, markers = (_colors(rows[sweep]), _markers(rows[sweep])) if len(rows) else ({}, {})
+    ratios = [line for line in lines if line.kind == "ratio" and line.relative_to in table]
+    panels = [(line.metric, line.relative_to, line) for line in ratios] or [
+        (f"sv_above_{eps}", f"galanti_bound_{eps}", None)
+        for eps in (
+            c.removeprefix("galanti_bound_") for c in table if c.startswith("galanti_bound_")
+        )
+        if f"sv_above_{eps}" in table
+    ]
+    figure, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(3.8 * len(panels), 3.4))
     width = rows[["rows", "cols"]].min(axis=1).max() if len(rows) else 1
-    for axis, eps in zip(axes[0], eps_values, strict=True):
-        bound, measured = f"galanti_bound_{eps}", f"sv_above_{eps}"
+    for panel, (axis, (measured, bound, line)) in enumerate(zip(axes[0], panels, strict=True)):
         for value, group in ok.groupby(sweep):
             axis.scatter(
                 group[bound],
                 group[measured],
                 color=colors[value],
-                s=12,
+                marker=markers[value],
+                s=14,
                 alpha=0.8,
                 label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
             )
@@ -436,14 +776,37 @@ def bound_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = 
         if len(rows):
             low = max(rows[bound].min() / 2, 0.5)
             high = max(rows[bound].max(), width) * 2
-            axis.plot([low, high], [low, high], color="0.3", linewidth=1, label="measured = bound")
-            axis.axvline(width, color="0.5", linestyle=":", label="min shape (trivial beyond)")
+            ratio = line.value if line else 1.0
+            name = f"{line.subject}: measured ≤ {ratio:g} × bound" if line else "measured = bound"
+            diagonal = axis.plot(
+                [low, high],
+                [ratio * low, ratio * high],
+                color=RULE_COLOR,
+                linestyle="--",
+                linewidth=1.1,
+                label=name,
+            )[0]
+            axis.fill_between(
+                [low, high],
+                0,
+                [ratio * low, ratio * high],
+                color=PASS_FILL,
+                alpha=0.07,
+                linewidth=0,
+            )
+            if line:
+                diagonal.set_gid(f"{line.gid}-p{panel}")
+            trivial = axis.axvline(
+                width, color="0.4", linestyle=":", label="layer's smaller side (trivial beyond)"
+            )
+            trivial.set_gid(f"regime-{line.subject if line else 'B7'}-{bound}-p{panel}")
+        eps = bound.removeprefix("galanti_bound_")
         axis.set(
             xscale="log",
             yscale="symlog",
             ylim=(0, width * 1.5),
-            xlabel=f"galanti_bound_{eps} = B·log(2/ε)/(lr·wd)",
-            ylabel=f"sv_above_{eps} (hidden layers)",
+            xlabel=f"{bound} = B·log(2/ε)/(lr·wd)",
+            ylabel=f"{measured} (hidden layers)",
             title=f"ε = {eps}",
         )
         axis.grid(alpha=0.3)
@@ -452,7 +815,13 @@ def bound_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = 
     _save(figure, path)
 
 
-def norm_ratio_figure(history: pd.DataFrame, path: Path, sweep: str, hue: str | None = None):
+def norm_ratio_figure(
+    history: pd.DataFrame,
+    path: Path,
+    sweep: str,
+    hue: str | None = None,
+    lines: list[RuleLine] = (),
+):
     """||W||_F at the previous logged epoch over ||W||_F now, per hidden layer (claim B8):
     a row of panels per setting, a column per layer, one line per swept value."""
     rows = add_setting(hidden_layers(history), sweep)
@@ -461,7 +830,7 @@ def norm_ratio_figure(history: pd.DataFrame, path: Path, sweep: str, hue: str | 
     rows["norm_ratio"] = rows.groupby(keys)["fro_norm"].shift(1) / rows["fro_norm"]
     rows = rows.dropna(subset=["norm_ratio"])
     settings, layers = ordered_settings(rows), sorted(rows["layer"].unique())
-    colors = _colors(rows[sweep])
+    colors, markers = _colors(rows[sweep]), _markers(rows[sweep])
     figure, axes = plt.subplots(
         len(settings),
         len(layers),
@@ -479,12 +848,14 @@ def norm_ratio_figure(history: pd.DataFrame, path: Path, sweep: str, hue: str | 
                     curve.index.get_level_values("epoch"),
                     curve.values,
                     color=colors[value],
-                    marker=".",
+                    marker=markers[value],
+                    markersize=3.5,
                     label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
                 )
             axis.axhline(1, color="0.4", linestyle=":", linewidth=1)
             axis.set(title=f"{setting}, W{layer}", ylabel="norm_ratio" if col == 0 else "")
             axis.grid(alpha=0.3)
+            draw_rules(axis, "norm_ratio", lines, row * len(layers) + col)
         axes[-1][0].set_xlabel("epoch")
     _legend(axes)
     figure.tight_layout()
@@ -494,11 +865,17 @@ def norm_ratio_figure(history: pd.DataFrame, path: Path, sweep: str, hue: str | 
 BOUND_LINES = ("bound_grs", "bound_spectral", "bound_paramcount_full", "bound_paramcount_rankr")
 
 
-def generalization_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = None):
-    """Measured gap and the bounds against the swept value, log scale, medians over the seeds of
-    members that trained normally; the dotted line is the trivial value (1 for an error gap, the
-    constant predictor's loss for a regressor). Non-positive gaps cannot be drawn on a log scale
-    and are left out (the report's table has them)."""
+def generalization_figure(
+    table: pd.DataFrame,
+    path: Path,
+    sweep: str,
+    hue: str | None = None,
+    lines: list[RuleLine] = (),
+):
+    """Measured gap and the bounds against the swept value, medians over the seeds of members
+    that trained normally, on a symmetric-log axis (linear within ±1e-3, so a negative gap, e.g.
+    California's, is drawn too); the dotted line is the trivial value (1 for an error gap, the
+    constant predictor's loss for a regressor); a rule on a bound (A7) is drawn as well."""
     rows = add_setting(table[(table["layer"] == 1) & (table["status"] == "ok")], sweep)
     settings = ordered_settings(rows)
     grid = sorted(rows[sweep].unique())
@@ -514,7 +891,7 @@ def generalization_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str 
             if name not in here:
                 continue
             median = here.groupby("position")[name].median()
-            median = median[np.isfinite(median) & (median > 0)]
+            median = median[np.isfinite(median)]
             if len(median):
                 axis.plot(
                     median.index,
@@ -527,7 +904,16 @@ def generalization_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str 
                 )
         trivial = 1.0 if (here["loss"] == "ce").all() else here["const_loss"].median()
         axis.axhline(trivial, color="0.4", linestyle=":", linewidth=1, label="trivial value")
-        axis.set(yscale="log", title=setting, ylabel="gap and bounds (median over seeds)")
+        axis.set_yscale("symlog", linthresh=1e-3)
+        axis.set(title=setting, ylabel="gap and bounds (median over seeds)")
+        classifier = (here["loss"] == "ce").all()
+        for name in BOUND_LINES:  # a rule on a bound: classifiers only when it says `loss: ce`
+            kept = [
+                line
+                for line in lines_for(lines, name)
+                if classifier or line.where.get("loss") != "ce"
+            ]
+            draw_rules(axis, name, kept, settings.index(setting))
         axis.set_xticks(range(len(grid)), [_label(sweep, v) for v in grid], rotation=45)
         axis.set_xlabel(sweep)
         axis.grid(alpha=0.3)
@@ -536,12 +922,18 @@ def generalization_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str 
     _save(figure, path)
 
 
-def rank_gap_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None = None):
+def rank_gap_figure(
+    table: pd.DataFrame,
+    path: Path,
+    sweep: str,
+    hue: str | None = None,
+    lines: list[RuleLine] = (),
+):
     """Generalization gap against the effective rank of W1, one point per member that trained
     normally, coloured by weight decay: does lower rank go with a smaller gap?"""
     rows = add_setting(table[(table["layer"] == 1) & (table["status"] == "ok")], "weight_decay")
     settings = ordered_settings(rows)
-    colors = _colors(rows["weight_decay"])
+    colors, markers = _colors(rows["weight_decay"]), _markers(rows["weight_decay"])
     figure, axes = plt.subplots(1, len(settings), squeeze=False, figsize=(4.0 * len(settings), 3.3))
     for axis, setting in zip(axes[0], settings, strict=True):
         here = rows[rows["setting"] == setting]
@@ -550,6 +942,7 @@ def rank_gap_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None
                 group["effective_rank"],
                 group["gap"],
                 color=colors[value],
+                marker=markers[value],
                 s=16,
                 label=f"wd={_label('weight_decay', value)}",
             )
@@ -560,18 +953,115 @@ def rank_gap_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str | None
     _save(figure, path)
 
 
+def test_error_figure(
+    table: pd.DataFrame,
+    path: Path,
+    sweep: str,
+    hue: str | None = None,
+    lines: list[RuleLine] = (),
+):
+    """Test error (1 − accuracy; the test loss for regression) against weight decay, per seed
+    and median, one panel per setting (A4, B6): the rules compare the wd > 0 picked on the
+    validation split with wd = 0, so the median at wd = 0 is drawn across the panel. A4 passes
+    below it; B6's band (a benefit between 0 and 2 points) is shaded beneath it."""
+    rows = add_setting(with_derived(table[(table["layer"] == 1)]), "weight_decay")
+    settings = ordered_settings(rows)
+    grid = sorted(rows["weight_decay"].unique())
+    rows = rows.assign(position=rows["weight_decay"].map({v: i for i, v in enumerate(grid)}))
+    figure, axes = plt.subplots(1, len(settings), squeeze=False, figsize=(4.0 * len(settings), 3.3))
+    for panel, (axis, setting) in enumerate(zip(axes[0], settings, strict=True)):
+        here = rows[rows["setting"] == setting]
+        ok, excluded = here[here["status"] == "ok"], here[here["status"] != "ok"]
+        ok = ok[np.isfinite(ok["test_error"])]
+        sns.stripplot(
+            data=ok,
+            x="position",
+            y="test_error",
+            native_scale=True,
+            ax=axis,
+            color="#0072B2",
+            size=4,
+            jitter=0.12,
+            alpha=0.7,
+        )
+        median = ok.groupby("position")["test_error"].median()
+        axis.plot(
+            median.index,
+            median.values,
+            color="#D55E00",
+            marker="D",
+            markersize=4,
+            label="median over seeds",
+        )
+        spread = ok.groupby("position")["test_error"].agg(["min", "max"])
+        axis.vlines(
+            spread.index,
+            spread["min"],
+            spread["max"],
+            color="#0072B2",
+            alpha=0.4,
+            linewidth=3,
+            label="seed range",
+        )
+        _mark_excluded(axis, excluded["position"], excluded["test_error"])
+        classifier = (here["loss"] == "ce").all()
+        baseline = median.get(grid.index(0), np.nan) if 0 in grid else np.nan
+        benefit = [
+            line
+            for line in lines_for(lines, "test_error", "benefit")
+            if np.isfinite(baseline) and (classifier or line.where.get("loss") != "ce")
+        ]
+        for order, line in enumerate(benefit):
+            drawn = axis.axhline(baseline, color=RULE_COLOR, linestyle="--", linewidth=1.1)
+            drawn.set_gid(f"{line.gid}-p{panel}")
+            if line.band:
+                low, high = baseline - line.band[1], baseline - line.band[0]
+                band = axis.axhspan(low, high, color=PASS_FILL, alpha=0.12, linewidth=0)
+                band.set_gid(f"{line.gid}-band-p{panel}")
+                text = f"{line.subject}: best wd within [{line.band[0]:g}, {line.band[1]:g}] below"
+            else:
+                text = f"{line.subject}: best wd below this ({line.comparison} {line.value:g})"
+            axis.text(
+                0.99,
+                baseline,
+                text + " wd = 0's median",
+                transform=axis.get_yaxis_transform(),
+                ha="right",
+                va="bottom" if order == 0 else "top",
+                fontsize=6.5,
+                color=RULE_COLOR,
+            )
+        axis.set_xticks(range(len(grid)), [_label("weight_decay", v) for v in grid], rotation=45)
+        axis.set(
+            title=setting,
+            xlabel="weight_decay",
+            ylabel="test error (1 − accuracy)" if classifier else "test loss",
+        )
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    figure.tight_layout()
+    _save(figure, path)
+
+
 TABLE_FIGURES = {
-    "rank": lambda table, path, sweep, hue: metric_figure(table, path, RANK_PANELS, sweep),
-    "paper_a": lambda table, path, sweep, hue: metric_figure(table, path, PAPER_A_PANELS, sweep),
+    "rank": lambda table, path, sweep, hue, lines: metric_figure(
+        table, path, RANK_PANELS, sweep, lines=lines
+    ),
+    "paper_a": lambda table, path, sweep, hue, lines: metric_figure(
+        table, path, PAPER_A_PANELS, sweep, lines=lines
+    ),
     "grid": grid_figure,
     "heatmap": heatmap_figure,
     "depth": depth_figure,
     "bound": bound_figure,
     "generalization": generalization_figure,
     "rank_gap": rank_gap_figure,
+    "test_error": test_error_figure,
 }
 HISTORY_FIGURES = {
-    "dynamics": lambda history, path, sweep, hue: dynamics_figure(history, path, sweep),
+    "dynamics": lambda history, path, sweep, hue, lines: dynamics_figure(
+        history, path, sweep, lines=lines
+    ),
     "norm_ratio": norm_ratio_figure,
 }
 
@@ -584,14 +1074,17 @@ def draw_figure(
     path: Path,
     sweep: str = "weight_decay",
     hue: str = "batch_size",
+    lines: list[RuleLine] = (),
 ) -> None:
-    """One figure of one experiment; `kind` is one of plan.FIGURE_KINDS."""
+    """One figure of one experiment; `kind` is one of plan.FIGURE_KINDS; `lines` are the rules
+    that read this experiment (rankbias.thresholds.rule_lines), drawn where their metric is."""
     sns.set_theme(style="ticks", context="paper")
+    lines = list(lines)
     if kind == "spectra":
         spectra_figure(table, spectra, path, sweep)
     elif kind in TABLE_FIGURES:
-        TABLE_FIGURES[kind](table, path, sweep, hue)
+        TABLE_FIGURES[kind](table, path, sweep, hue, lines)
     elif kind in HISTORY_FIGURES:
-        HISTORY_FIGURES[kind](history, path, sweep, hue)
+        HISTORY_FIGURES[kind](history, path, sweep, hue, lines)
     else:
         raise ValueError(f"unknown figure {kind!r}; allowed: {', '.join(FIGURE_KINDS)}")

@@ -27,8 +27,16 @@ FIGURE_KINDS = (
     "norm_ratio",
     "generalization",
     "rank_gap",
+    "test_error",
 )
-DEFAULT_FIGURES = ("spectra", "rank", "paper_a", "dynamics", "generalization")  # Paper A's audits
+DEFAULT_FIGURES = (
+    "spectra",
+    "rank",
+    "paper_a",
+    "dynamics",
+    "test_error",
+    "generalization",
+)  # Paper A's audits
 RUN_DEFAULTS: dict[str, Any] = {
     "depth": 2,
     "output_bias": False,

@@ -65,7 +65,7 @@ PLATEAU_METRICS = ("effective_rank", "effective_rank_learned", "residual_2", "tr
 PLATEAU_COLUMNS = tuple(
     f"{kind}_{name}" for name in PLATEAU_METRICS for kind in ("plateau_change", "plateaued")
 )
-# Computed by the verdict engine from measured columns (rankbias.claims.with_derived).
+# Computed by the verdict engine from measured columns (rankbias.summaries.with_derived).
 DERIVED_COLUMNS = ("eps_rel", "units_switching", "test_error", "val_error")
 # Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
 METRICS = (

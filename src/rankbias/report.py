@@ -1,15 +1,18 @@
 """Render the self-contained HTML report: tables, inline figures, methods and provenance.
 
-One file, no external requests: figures are embedded as SVG data URIs with alt text, CSS is inline.
-Every number in it is read from the workflow's tables; nothing is typed in by hand.
+One file, no external requests: figures are inline SVG (text as text, ids made unique per
+figure) labelled with what they show, CSS is inline. Every number in it is read from the
+workflow's tables; nothing is typed in by hand.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import platform
+import re
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
@@ -18,6 +21,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
+import yaml
+from markupsafe import Markup
 
 from rankbias import __version__
 from rankbias.figures import SETTING_AXES, add_setting, hidden_layers
@@ -113,6 +118,14 @@ FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
         "line is the trivial value (1 for an error gap, the constant predictor's loss for a "
         "regressor): a bound above it is vacuous. Non-positive gaps and infinite bounds cannot "
         "be drawn on a log scale and are left out; the tables have them.",
+    ),
+    "test_error": (
+        "Test error against weight decay, with the rules of A4 and B6",
+        "Test error (1 − accuracy; test loss for regression) of every member that trained "
+        "normally (points; bars: the seed range) and its median over seeds (line), one panel per "
+        "setting. The dashed line is the median at wd = 0: A4 needs the wd > 0 picked on the "
+        "validation split significantly below it; B6 needs the benefit between 0 and 2 points "
+        "(shaded band). The verdicts use paired seed differences, not these medians.",
     ),
     "rank_gap": (
         "Generalization gap against the effective rank of W1",
@@ -374,8 +387,125 @@ def _values(column: pd.Series) -> str:
     return ", ".join(v if isinstance(v, str) else format_number(v) for v in sorted(column.unique()))
 
 
-def _figure_uri(path: Path) -> str:
-    return "data:image/svg+xml;base64," + base64.b64encode(path.read_bytes()).decode()
+SVG_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)([^"()]+)')
+COMPRESS_ABOVE = 40_000  # bytes: larger figures travel gzip-compressed, unpacked by the browser
+
+
+def inline_figure(path: Path, prefix: str) -> dict:
+    """An SVG figure for inline use: ids (and the references to them) prefixed so that two
+    figures never share one, labelled by its <desc> (what it shows) for screen readers. A large
+    figure is gzip-compressed (base64), and the page's one script unpacks it in place
+    (DecompressionStream: no request, no library); `gz` holds it, `svg` the small ones."""
+    text = path.read_text()
+    text = text[text.index("<svg") :]
+    text = SVG_REFERENCE.sub(lambda m: f"{m[1]}{prefix}-{m[2]}", text)
+    found = re.search(r"<desc>(.*?)</desc>", text, flags=re.S)
+    alt = found[1] if found else ""  # already XML-escaped
+    text = text.replace("<svg", f'<svg role="img" aria-label="{alt}"', 1)
+    if len(text.encode()) <= COMPRESS_ABOVE:
+        return {"svg": Markup(text), "gz": None, "alt": Markup(alt), "file": str(path)}
+    packed = gzip.compress(text.encode(), compresslevel=9, mtime=0)
+    return {
+        "svg": None,
+        "gz": base64.b64encode(packed).decode(),
+        "alt": Markup(alt),
+        "file": str(path),
+    }
+
+
+def _range(values) -> str:
+    values = sorted({v for v in values if v is not None and v == v})
+    if not values:
+        return "–"
+    low, high = format_number(values[0]), format_number(values[-1])
+    return low if low == high else f"{low}–{high}"
+
+
+def setting_summary(table: pd.DataFrame, train_sizes: dict[str, int]) -> str:
+    """One experiment's setting in a line: data (training rows), depth, width, training
+    length, weight decays, seeds."""
+    first = table[table["layer"] == 1]
+    data = ", ".join(
+        f"{name} ({train_sizes[name]:,} train)" if name in train_sizes else name
+        for name in sorted(first["dataset"].unique())
+    )
+    length = f"{_range(first['epochs'])} epochs"
+    if "steps" in first and first["steps"].notna().any():
+        length += f" ({_range(first['steps'])} steps)"
+    return (
+        f"{data}; L = {_range(first['depth'])}, H = {_range(first['width'])}; {length}; "
+        f"wd {_range(first['weight_decay'])}; {first['seed'].nunique()} seeds"
+    )
+
+
+def _data_size(name: str, datasets: dict) -> str:
+    size = datasets.get(name, {}).get("train_size")
+    return f"{name} ({size:,} rows)" if isinstance(size, int) else f"{name} (all rows)"
+
+
+def paper_scale(path: Path | None) -> list[dict]:
+    """What config/paper.yaml runs instead, experiment by experiment (its training lengths,
+    data sizes and seeds), so the scope box can say how a paper-scale run differs."""
+    if path is None or not path.exists():
+        return []
+    config = yaml.safe_load(path.read_text()) or {}
+    datasets = config.get("datasets", {})
+    rows = []
+    for name, block in (config.get("experiments") or {}).items():
+        runs = block.get("runs", [])
+        lengths = sorted(
+            {f"{r['steps']} steps" if r.get("steps") else f"{r.get('epochs')} epochs" for r in runs}
+        )
+        sizes = sorted({_data_size(r["dataset"], datasets) for r in runs})
+        seeds = sorted({len(r.get("seeds", [])) for r in runs})
+        rows.append(
+            {
+                "experiment": name,
+                "data": ", ".join(sizes),
+                "length": ", ".join(lengths),
+                "seeds": ", ".join(map(str, seeds)),
+            }
+        )
+    return rows
+
+
+def run_scope(
+    tables: dict[str, pd.DataFrame],
+    data_infos: list[dict],
+    runs: list[dict],
+    verdicts: dict,
+    paper_config: Path | None,
+) -> dict:
+    """The scope-and-fidelity box: what this run is, claim by claim beside the paper's own
+    setting, and what a paper-scale run changes."""
+    train_sizes = {info["name"]: int(info["n_train"]) for info in data_infos}
+    experiments = {name: setting_summary(table, train_sizes) for name, table in tables.items()}
+    first = pd.concat([t[t["layer"] == 1] for t in tables.values()]) if tables else pd.DataFrame()
+    seeds = sorted({int(s) for t in tables.values() for s in t["seed"].unique()})
+    claims = [
+        {
+            "id": claim["id"],
+            "paper": claim.get("paper_setting", ""),
+            "run": [
+                f"{name}: {experiments[name]}"
+                for name in claim["experiments"]
+                if name in experiments
+            ],
+        }
+        for claim in verdicts["claims"]
+    ]
+    return {
+        "members": len(first),
+        "experiments": len(tables),
+        "seeds": f"{len(seeds)} ({_range(seeds)})",
+        "epochs": _range(first["epochs"]) if len(first) else "–",
+        "steps": _range(first["steps"]) if "steps" in first else "–",
+        "data": ", ".join(f"{name} {size:,}" for name, size in sorted(train_sizes.items())),
+        "devices": ", ".join(sorted({run["device"] for run in runs})),
+        "train_minutes": f"{sum(run['wall_time_s'] for run in runs) / 60:.1f}",
+        "claims": claims,
+        "paper_scale": paper_scale(paper_config),
+    }
 
 
 def provenance(runs: list[dict], meta: dict) -> dict:
@@ -501,7 +631,7 @@ def claim_sections(verdicts: dict, figure_uris: dict, experiment_kinds: dict) ->
                     "experiment": experiment,
                     "title": FIGURES[kind][0],
                     "caption": FIGURES[kind][1],
-                    "uri": None if key in placed else figure_uris[key],
+                    "inline": None if key in placed else figure_uris[key],
                     "shown_in": placed.get(key),
                 }
                 placed.setdefault(key, claim["id"])
@@ -526,11 +656,28 @@ def claim_sections(verdicts: dict, figure_uris: dict, experiment_kinds: dict) ->
     return sections, placed
 
 
+def deciding_share(concern: dict) -> str:
+    """The number a concern's finding rests on: how many decided cases point to "borne out",
+    against the share its registry entry asks for."""
+    toward = "pass" if concern["borne_out_when"] == "supported" else "fail"
+    counts = concern["counts"]
+    decided = counts.get("pass", 0) + counts.get("fail", 0)
+    if not decided:
+        return "No case decided: undecided."
+    share = concern.get("borne_out_share", 0.5)
+    return (
+        f"{counts.get(toward, 0)} of {decided} decided cases point to borne out (all: borne "
+        f"out; none: not; in between, borne out from {share:.0%} of them)."
+    )
+
+
 def concern_index(verdicts: dict) -> list[dict]:
-    """Each concern with its finding, its evidence and the claims whose sections answer it."""
+    """Each concern with its finding, the number that decides it, its evidence and the claims
+    whose sections answer it."""
     return [
         {
             **concern,
+            "decides": deciding_share(concern) if concern["checks"] else "",
             "mark": FINDING_MARK[concern["finding"]],
             "stability_text": _stability_text(concern["stability"]),
             "checks": [
@@ -550,11 +697,13 @@ def build_context(
     runs: list[Path],
     claims: Path,
     statistics: list[Path],
+    paper_config: Path | None = None,
 ) -> dict:
     summaries = {path.stem: read_json(path) for path in statistics}
     figure_paths = {(path.parent.name, path.name): path for path in figures}
-    figure_uris = {
-        (exp, name.removesuffix(".svg")): _figure_uri(p) for (exp, name), p in figure_paths.items()
+    figure_uris = {  # short id prefixes: a figure has thousands of references
+        (exp, name.removesuffix(".svg")): inline_figure(path, f"f{number}")
+        for number, ((exp, name), path) in enumerate(figure_paths.items())
     }
     experiment_kinds = {
         name: block.get("figures") or list(DEFAULT_FIGURES)
@@ -589,7 +738,7 @@ def build_context(
                         "id": f"fig-{name}-{kind}",
                         "title": FIGURES[kind][0],
                         "caption": FIGURES[kind][1],
-                        "uri": None if (name, kind) in placed else figure_uris[(name, kind)],
+                        "inline": None if (name, kind) in placed else figure_uris[(name, kind)],
                         "shown_in": placed.get((name, kind)),
                     }
                     for kind in kinds
@@ -597,6 +746,8 @@ def build_context(
             }
         )
     run_records = [read_json(path) for path in runs]
+    data_records = [read_json(path) | {"name": path.stem} for path in data_infos]
+    tables_by_name = {path.stem: pd.read_csv(path) for path in tables}
     verdict_counts = {v: sum(c["verdict"] == v for c in verdicts["claims"]) for v in VERDICT_MARK}
     return {
         "claims": claim_list,
@@ -607,7 +758,8 @@ def build_context(
         "how_sure": verdicts["summary"],
         "alpha": verdicts.get("alpha", 0.05),
         "experiments": experiments,
-        "datasets": [read_json(path) | {"name": path.stem} for path in data_infos],
+        "datasets": data_records,
+        "scope": run_scope(tables_by_name, data_records, run_records, verdicts, paper_config),
         "provenance": provenance(run_records, meta) | {"registry": verdicts.get("registry", {})},
         "metric_table": METRIC_DEFINITIONS,
     }
@@ -729,6 +881,9 @@ def write_report(
     runs: list[Path],
     claims: Path,
     statistics: list[Path],
+    paper_config: Path | None = None,
 ) -> None:
-    context = build_context(meta, tables, figures, data_infos, runs, claims, statistics)
+    context = build_context(
+        meta, tables, figures, data_infos, runs, claims, statistics, paper_config
+    )
     write_text(out, render(template_dir, context))

@@ -24,6 +24,20 @@ TREND_METRICS = ("effective_rank", "effective_rank_learned", "rank_galanti")
 MIN_POINTS = 3  # a rank correlation over two points is always ±1
 
 
+def with_derived(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns the rules read that are functions of measured ones (documented in config/README):
+    `eps_rel` = eps_batch_max / (wd·‖V‖_F), the batch gradient over the decay term's size at
+    stationarity; `units_switching` = 1 − units_dead − units_linear, V's units that switch on
+    the training set; `test_error` / `val_error` = 1 − accuracy (classification) or the loss."""
+    table = table.copy()
+    if "eps_batch_max" in table:
+        scale = table["weight_decay"].astype(float) * table["fro_norm"].astype(float)
+        table["eps_rel"] = table["eps_batch_max"].astype(float) / scale.where(scale > 0)
+    if {"units_dead", "units_linear"} <= set(table):
+        table["units_switching"] = 1 - table["units_dead"] - table["units_linear"]
+    return with_errors(table)
+
+
 def _healthy(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == "ok"]
 

@@ -40,6 +40,9 @@ EXPERIMENTS = list(config["experiments"])  # config order is the report order
 DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
 # Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.
 REPORT_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "index.html.j2")
+FIGURE_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "figure.html.j2")
+# The paper-scale config the report's scope box compares this run with.
+PAPER_CONFIG = os.path.join(workflow.basedir, "config", "paper.yaml")
 
 
 wildcard_constraints:
@@ -128,6 +131,12 @@ def experiment_axis(key, default):
         return config["experiments"][wildcards.experiment].get(key, default)
 
     return axis
+
+
+def experiment_subjects(wildcards):
+    """Params function: the claims and concerns whose rules read this experiment (their
+    thresholds are drawn on its figures)."""
+    return config["experiments"][wildcards.experiment].get("claims", [])
 
 
 def figure_files():

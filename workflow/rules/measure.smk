@@ -34,6 +34,7 @@ rule figure:
         table="results/tables/{experiment}.csv",
         history="results/tables/{experiment}_history.csv",
         spectra="results/metrics/{experiment}.spectra.npz",
+        registry=CLAIMS_FILE,
     output:
         svg=report(
             "results/figures/{experiment}/{figure}.svg",
@@ -52,5 +53,6 @@ rule figure:
     params:
         sweep=experiment_axis("sweep", "weight_decay"),
         hue=experiment_axis("hue", "batch_size"),
+        subjects=experiment_subjects,
     shell:
-        "python -m rankbias figure --kind {wildcards.figure} --table {input.table} --history {input.history} --spectra {input.spectra} --out {output.svg} --sweep {params.sweep} --hue {params.hue} > {log} 2>&1"
+        "python -m rankbias figure --kind {wildcards.figure} --table {input.table} --history {input.history} --spectra {input.spectra} --registry {input.registry:q} --experiment {wildcards.experiment} --subjects {params.subjects} --out {output.svg} --sweep {params.sweep} --hue {params.hue} > {log} 2>&1"

@@ -49,6 +49,8 @@ rule report:
         claims="results/claims.json",
         statistics=expand("results/statistics/{experiment}.json", experiment=EXPERIMENTS),
         template=REPORT_TEMPLATE,
+        figure_template=FIGURE_TEMPLATE,
+        paper_config=PAPER_CONFIG,
     output:
         html=report(
             "results/report/index.html",
@@ -68,4 +70,4 @@ rule report:
         meta=report_meta,
         template_dir=subpath(input.template, parent=True),
     shell:
-        "python -m rankbias report --meta {params.meta:q} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --statistics {input.statistics} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
+        "python -m rankbias report --meta {params.meta:q} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --statistics {input.statistics} --paper-config {input.paper_config:q} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
