@@ -73,6 +73,12 @@ def test_report_loads_in_chromium_offline_and_draws_every_figure(chromium, tiny_
         )
         shot = ARTIFACTS / "report-top.png"
         browser.screenshot(shot)
+        browser.call("Emulation.setEmulatedMedia", {"media": "print"}, session=True)
+        cut_off = browser.evaluate(  # tables running past the printed page's right margin
+            "[...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect()"
+            ".right > document.body.getBoundingClientRect().right + 1).length"
+        )
+    assert cut_off == 0
     assert len(figures) == 17  # every figure of the tiny config, each embedded once
     for figure in figures:
         assert figure["drawn"] > 0, figure

@@ -613,7 +613,7 @@ def test_each_check_says_its_statistic_values_and_every_condition_it_needs():
     check = result["checks"][0]
     assert check["statistic"] == "seed-combined Spearman ρ(batch_size, effective_rank)"
     assert check["needs"] == "ρ > 0 (rising) at p < 0.05 and a grid spread ≥ 5%"
-    assert check["observed"].startswith("ρ = 1, spread 5.2%")
+    assert check["observed"].startswith("1, grid spread 5.2%")
     level = run(
         {"kind": "level", "metric": "residual_2", "comparison": "<=", "threshold": 0.05},
         member_rows([{}], residual_2=lambda r: 0.01 + 0.001 * r["seed"]),

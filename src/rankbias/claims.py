@@ -1370,7 +1370,9 @@ def values_words(check: dict, records: list[dict]) -> str:
         return "no case has a value"
     text = _span([r.get("value") for r in shown], _short)
     if check["kind"] == "trend":
-        text = f"ρ = {text}, spread {_span([r.get('grid_spread') for r in shown], '{:.1%}'.format)}"
+        text = (
+            f"{text}, grid spread {_span([r.get('grid_spread') for r in shown], '{:.1%}'.format)}"
+        )
     return text + ("" if decided else " (none decided)")
 
 

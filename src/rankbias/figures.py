@@ -269,18 +269,20 @@ def _subjects_of(group: list[RuleLine], comparison: str) -> str:
 
 
 def _shade_pass(axis, here: list[RuleLine], low: float, high: float) -> None:
-    """Shade where each claim's rule passes (the intersection of its lines: a band for B8); a
-    concern's side only when no claim reads the panel."""
+    """Shade where the panel's first claim passes (the intersection of its lines: a band for
+    B8); a concern's side only when no claim reads the panel. One shade per panel: two claims
+    with opposite sides (A1 ≤ 0.05 with wd, A2 > 0.05 without) would shade everything."""
     claims = [line for line in here if line.counted and not line.subject.startswith("C")]
     shaded = claims or [line for line in here if line.counted]
-    intervals: dict[str, list[float]] = {}
-    for line in shaded:
-        start, stop = intervals.setdefault(line.subject, [low, high])
+    if not shaded:
+        return
+    start, stop = low, high
+    for line in (line for line in shaded if line.subject == shaded[0].subject):
         if line.comparison.startswith(">"):
-            intervals[line.subject] = [max(start, line.value), stop]
+            start = max(start, line.value)
         else:
-            intervals[line.subject] = [start, min(stop, line.value)]
-    for start, stop in {tuple(v) for v in intervals.values() if v[0] < v[1]}:
+            stop = min(stop, line.value)
+    if start < stop:
         axis.axhspan(start, stop, color=PASS_FILL, alpha=0.07, linewidth=0)
 
 
@@ -1018,13 +1020,13 @@ def test_error_figure(
                 low, high = baseline - line.band[1], baseline - line.band[0]
                 band = axis.axhspan(low, high, color=PASS_FILL, alpha=0.12, linewidth=0)
                 band.set_gid(f"{line.gid}-band-p{panel}")
-                text = f"{line.subject}: best wd within [{line.band[0]:g}, {line.band[1]:g}] below"
+                text = f"{line.subject}: in the band {line.band[0]:g}–{line.band[1]:g} below"
             else:
-                text = f"{line.subject}: best wd below this ({line.comparison} {line.value:g})"
+                text = f"{line.subject}: below"
             axis.text(
                 0.99,
                 baseline,
-                text + " wd = 0's median",
+                text + " the wd = 0 median",
                 transform=axis.get_yaxis_transform(),
                 ha="right",
                 va="bottom" if order == 0 else "top",

@@ -68,15 +68,21 @@ FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
         "Rank metrics of W1 against the swept hyper-parameter",
         "rank_galanti, rank_cut (singular values above a tenth of the largest), effective_rank, "
         "effective_rank_learned (of the learned part W1 - s_T·W1_0, what remains once the "
-        "decayed initialisation is taken out), stable_rank and residual_2 of W1 per seed (blue "
-        "points) and their median (orange line); crosses are excluded members.",
+        "decayed initialisation is taken out), stable_rank, residual_1, residual_2 and "
+        "residual_2_learned of W1 per seed (blue points) and their median (orange line); crosses "
+        "are excluded members. Axes start at zero. Dashed green lines are the thresholds of the "
+        "rules that read a panel, labelled with their claim ids (the first claim's passing side "
+        "shaded); a trend rule's panel states the spread it needs and the spread the medians "
+        "move.",
     ),
     "paper_a": (
         "Paper A's quantities against the swept hyper-parameter",
         "eps_batch_max (Assumption 2.5's gradient bound, max over every batch of fresh epochs), "
-        "thm26_ratio (Theorem 2.6's bound 2·B·eps/µ_V over ||V||_F, log scale; >= 1 is vacuous) "
-        "and the fractions of dead, always-active (linear) and zero-input hidden units, per seed "
-        "and median. Members with wd = 0 have an infinite bound and are not drawn in that panel.",
+        "eps_rel (eps_batch_max over wd·||V||_F, A5's rule), thm26_ratio (Theorem 2.6's bound "
+        "2·B·eps/µ_V over ||V||_F, log scale; >= 1 is vacuous) and the fractions of dead, "
+        "always-active (linear), switching (C8) and zero-input (C7) hidden units, per seed and "
+        "median, with the rules' thresholds as dashed lines. Members with wd = 0 have an "
+        "infinite bound and are not drawn in that panel.",
     ),
     "dynamics": (
         "Training dynamics: train loss, effective rank of W1 and eps_batch over epochs",
@@ -94,9 +100,10 @@ FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
     "heatmap": (
         "Rank over the grid of the two swept hyper-parameters",
         "Median rank_galanti (top row) and effective_rank (bottom row) of each hidden layer, and "
-        "the median test accuracy (test loss for regression), in every cell of the grid; one "
-        "colour scale per metric across layers. Cells marked excl. have no member that trained "
-        "normally.",
+        "the median test accuracy (test loss for regression), in every cell of the grid. Colours "
+        "run from 0 to the layer's full rank (accuracy: 0 to 1), stated in each title, so a "
+        "rank of 120 or 128 in a 128-wide layer looks alike, as it is; the numbers are in the "
+        "cells. Cells marked excl. have no member that trained normally.",
     ),
     "depth": (
         "Rank of each hidden layer against its position, one line per network depth",
@@ -106,18 +113,21 @@ FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
     ),
     "bound": (
         "Measured rank against Paper B's Theorem 3.3 bound",
-        "For ε = 0.1, 0.3, 0.5: sv_above_ε = #{σ_i/‖W‖_F > ε} of every hidden layer of every "
-        "member with wd > 0 that trained normally, against galanti_bound_ε = "
-        "B·log(2/ε)/(2·lr·λ), λ = wd/2 (log scale). Points below the diagonal respect the bound; "
-        "right of the dotted line (the layer's smaller side) the bound is trivially true.",
+        "For each ε B7's rule reads: the count it compares (sv_above_ε = #{σ_i/‖W‖_F > ε}) of "
+        "every hidden layer of every member with wd > 0 that trained normally, against "
+        "galanti_bound_ε = B·log(2/ε)/(2·lr·λ), λ = wd/2 (log scale). Points in the shaded "
+        "region below the dashed diagonal (the rule: measured ≤ bound) respect the bound; right "
+        "of the dotted line (the layer's smaller side) the bound is trivially true and the case "
+        "undecided.",
     ),
     "generalization": (
         "Generalization gap and bounds against the swept hyper-parameter",
         "Median over seeds (members with status ok) of the measured gap and of bound_grs, "
-        "bound_spectral, bound_paramcount_full and bound_paramcount_rankr, log scale; the dotted "
-        "line is the trivial value (1 for an error gap, the constant predictor's loss for a "
-        "regressor): a bound above it is vacuous. Non-positive gaps and infinite bounds cannot "
-        "be drawn on a log scale and are left out; the tables have them.",
+        "bound_spectral, bound_paramcount_full and bound_paramcount_rankr on a symmetric-log "
+        "axis (linear within ±0.001, so negative gaps are drawn); the dotted line is the trivial "
+        "value (1 for an error gap, the constant predictor's loss for a regressor): a bound "
+        "above it is vacuous; A7's line (rank-r term < 1) is dashed. Infinite bounds are left "
+        "out; the tables have them.",
     ),
     "test_error": (
         "Test error against weight decay, with the rules of A4 and B6",
@@ -135,7 +145,8 @@ FIGURES = {  # kind -> (title, caption); the kinds are plan.FIGURE_KINDS
     "norm_ratio": (
         "Norm ratio of each hidden layer over training",
         "‖W_l‖_F at the previous logged epoch over ‖W_l‖_F at this one, median over seeds, one "
-        "line per value of the swept hyper-parameter; Theorem 3.3 assumes it tends to 1 (B8).",
+        "line per value of the swept hyper-parameter; Theorem 3.3 assumes it tends to 1. The "
+        "dashed lines and shaded band are B8's rule (|norm_ratio − 1| within its threshold).",
     ),
 }
 PAPER_B_COLUMNS = (
