@@ -165,7 +165,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     from rankbias.claims import check_registry, evaluate
 
     registry = yaml.safe_load(Path(args.registry).read_text())
-    config = json.loads(args.meta)["config"]
+    config = read_json(args.meta)["config"]
     check_registry(registry, config, args.registry)
     tables = {Path(p).stem: pd.read_csv(p) for p in args.tables}
     verdicts = evaluate(registry, config, tables)
@@ -212,7 +212,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     write_report(
         Path(args.out),
         Path(args.template_dir),
-        json.loads(args.meta),
+        read_json(args.meta),
         [Path(p) for p in args.tables],
         [Path(p) for p in args.figures],
         [Path(p) for p in args.data_info],
@@ -299,13 +299,15 @@ def parser() -> argparse.ArgumentParser:
 
     claims = steps.add_parser("claims", help="a verdict per claim of the registry")
     claims.add_argument("--registry", required=True, help="config/claims.yaml")
-    claims.add_argument("--meta", required=True, help="the run's config, as JSON")
+    claims.add_argument("--meta", required=True, help="results/run_config.json: the run's config")
     claims.add_argument("--tables", nargs="+", required=True, help="<experiment>.csv tables")
     claims.add_argument("--out", required=True, help="claims.json to write")
     claims.set_defaults(func=cmd_claims)
 
     report = steps.add_parser("report", help="render the HTML report")
-    report.add_argument("--meta", required=True, help="experiment titles and config, as JSON")
+    report.add_argument(
+        "--meta", required=True, help="results/run_config.json: experiment titles and config"
+    )
     report.add_argument("--tables", nargs="+", required=True)
     report.add_argument("--figures", nargs="+", required=True, help="<experiment>/<name>.svg files")
     report.add_argument(

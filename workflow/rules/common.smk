@@ -17,6 +17,7 @@ os.environ.update(
 from rankbias import plan
 from rankbias.config import ConfigError, check_config
 from rankbias.data import SOURCES
+from rankbias.storage import write_text
 
 SCHEMAS = os.path.join(workflow.basedir, "workflow", "schemas")
 # Named in messages: the config files as given (the Snakefile's default, then --configfile ones).
@@ -148,8 +149,10 @@ def figure_files():
     ]
 
 
-def report_meta(wildcards):
-    """Params function (not a string, so braces in descriptions are not read as wildcards)."""
+def run_meta(wildcards):
+    """Params function of `run_config` (a function, so braces in descriptions are not read as
+    wildcards): the experiments' titles and figures and the whole config, as sorted JSON, so a
+    config change reruns what reads it."""
     experiments = {
         name: {key: block.get(key) for key in ("title", "description", "claims", "sweep", "hue")}
         | {"figures": plan.experiment_figures(block)}

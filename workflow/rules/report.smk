@@ -15,9 +15,23 @@ rule statistics:
         "python -m rankbias statistics --table {input.table} --out {output.json} > {log} 2>&1"
 
 
+rule run_config:
+    output:
+        json="results/run_config.json",
+    log:
+        "logs/run_config.log",
+    localrule: True
+    threads: 1
+    params:
+        meta=run_meta,
+    run:
+        write_text(output.json, params.meta)
+
+
 rule claims:
     input:
         registry=CLAIMS_FILE,
+        meta="results/run_config.json",
         tables=expand("results/tables/{experiment}.csv", experiment=EXPERIMENTS),
     output:
         json=report(
@@ -34,10 +48,8 @@ rule claims:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        meta=report_meta,
     shell:
-        "python -m rankbias claims --registry {input.registry:q} --meta {params.meta:q} --tables {input.tables} --out {output.json} > {log} 2>&1"
+        "python -m rankbias claims --registry {input.registry:q} --meta {input.meta} --tables {input.tables} --out {output.json} > {log} 2>&1"
 
 
 rule report:
@@ -47,6 +59,7 @@ rule report:
         data_info=expand("results/data/{dataset}.json", dataset=DATASETS),
         runs=[f"results/runs/{experiment}/{group}/result.json" for experiment, group in JOBS],
         claims="results/claims.json",
+        meta="results/run_config.json",
         statistics=expand("results/statistics/{experiment}.json", experiment=EXPERIMENTS),
         template=REPORT_TEMPLATE,
         figure_template=FIGURE_TEMPLATE,
@@ -67,7 +80,6 @@ rule report:
         mem_mb=2000,
         runtime=10,
     params:
-        meta=report_meta,
         template_dir=subpath(input.template, parent=True),
     shell:
-        "python -m rankbias report --meta {params.meta:q} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --statistics {input.statistics} --paper-config {input.paper_config:q} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
+        "python -m rankbias report --meta {input.meta} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --statistics {input.statistics} --paper-config {input.paper_config:q} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
