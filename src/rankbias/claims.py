@@ -1111,7 +1111,7 @@ def evaluate(
             "counts": dict(Counter(c["outcome"] for c in deciding)),
             "reachable": reachable_outcomes(checks),
             "scope": scope(deciding) if verdict == "mixed" else None,
-            "flip": closest_to_flipping(subject, outcomes, checks, alpha),
+            "flip": closest_to_flipping(subject, outcomes, alpha),
         }
         if subject.kind == "claim":
             record |= {
@@ -1403,9 +1403,7 @@ def conditions(check: dict, record: dict, alpha: float) -> list[dict]:
     return [item for item in out if "margin" in item]
 
 
-def closest_to_flipping(
-    subject: Subject, outcomes: list[list[dict]], checks: list[dict], alpha: float
-) -> dict | None:
+def closest_to_flipping(subject: Subject, outcomes: list[list[dict]], alpha: float) -> dict | None:
     """The decided case nearest its line over every condition of its rule, and the verdict if
     that one case came out the other way: how close the verdict is to flipping."""
     verdict = subject.judge(outcomes)[0]

@@ -95,7 +95,7 @@ def ordered_settings(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame.sort_values(axes, kind="stable")["setting"]))
 
 
-def describe(figure: plt.Figure) -> str:
+def figure_description(figure: plt.Figure) -> str:
     """What the figure shows, from its own axes: panels, what they plot against what, and the
     rule lines drawn (the report's alt text; not the caption again)."""
     panels = [axis for axis in figure.axes if axis.get_visible() and axis.axison]
@@ -134,7 +134,7 @@ DECIMALS = re.compile(r"-?\d+\.\d{2,}")
 # matplotlib's own ids (never referenced): our rule gids and the clip paths and markers stay
 AUTO_ID = re.compile(
     r' id="(?:figure|axes|patch|line2d|text|xtick|ytick|matplotlib\.axis|legend|PathCollection|'
-    r'PolyCollection|LineCollection|FillBetweenPolyCollection|QuadMesh|LineCollection)_\d+"'
+    r'PolyCollection|LineCollection|FillBetweenPolyCollection|QuadMesh)_\d+"'
 )
 FONT = re.compile(r"font-family: [^;\"]*;? ?")
 
@@ -146,8 +146,7 @@ def compact_svg(text: str) -> str:
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
     text = re.sub(r">\s+<", "><", text)
     text = AUTO_ID.sub("", text)
-    text = FONT.sub("", text).replace(' transform="rotate(-0 ', ' data-r="')
-    text = re.sub(r' data-r="[^"]*"', "", text)
+    text = re.sub(r' transform="rotate\(-0 [^"]*\)"', "", FONT.sub("", text))  # no-op rotations
 
     def shorten(match: re.Match) -> str:
         value = re.sub(r"\s+", " ", match[2]).strip()
@@ -170,7 +169,7 @@ def _save(figure: plt.Figure, path: Path) -> None:
     shows) for screen readers and the report's alt text."""
     plt.rcParams["svg.hashsalt"] = f"{path.parent.name}/{path.name}"  # ids distinct per figure
     plt.rcParams["svg.fonttype"] = "none"
-    description = describe(figure)
+    description = figure_description(figure)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
         text = compact_svg(Path(tmp).read_text())
@@ -422,6 +421,32 @@ def spectra_figure(
     _save(figure, path)
 
 
+def _seeds_and_median(axis, rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Each seed as a point at its grid position, the median over seeds as a line; returns the
+    medians by position."""
+    sns.stripplot(
+        data=rows,
+        x="position",
+        y=metric,
+        native_scale=True,
+        ax=axis,
+        color="#0072B2",
+        size=4,
+        jitter=0.12,
+        alpha=0.7,
+    )
+    median = rows.groupby("position")[metric].median()
+    axis.plot(
+        median.index,
+        median.values,
+        color="#D55E00",
+        marker="D",
+        markersize=4,
+        label="median over seeds",
+    )
+    return median
+
+
 def metric_figure(
     table: pd.DataFrame,
     path: Path,
@@ -452,26 +477,7 @@ def metric_figure(
         for row, metric in enumerate(metrics):
             axis, panel = axes[row][col], row * len(settings) + col
             finite = ok[np.isfinite(ok[metric])]
-            sns.stripplot(
-                data=finite,
-                x="position",
-                y=metric,
-                native_scale=True,
-                ax=axis,
-                color="#0072B2",
-                size=4,
-                jitter=0.12,
-                alpha=0.7,
-            )
-            median = finite.groupby("position")[metric].median()
-            axis.plot(
-                median.index,
-                median.values,
-                color="#D55E00",
-                marker="D",
-                markersize=4,
-                label="median over seeds",
-            )
+            median = _seeds_and_median(axis, finite, metric)
             _mark_excluded(axis, excluded["position"], excluded[metric])
             if metric in LOG_SCALE and (finite[metric] > 0).any():
                 axis.set_yscale("log")
@@ -975,26 +981,7 @@ def test_error_figure(
         here = rows[rows["setting"] == setting]
         ok, excluded = here[here["status"] == "ok"], here[here["status"] != "ok"]
         ok = ok[np.isfinite(ok["test_error"])]
-        sns.stripplot(
-            data=ok,
-            x="position",
-            y="test_error",
-            native_scale=True,
-            ax=axis,
-            color="#0072B2",
-            size=4,
-            jitter=0.12,
-            alpha=0.7,
-        )
-        median = ok.groupby("position")["test_error"].median()
-        axis.plot(
-            median.index,
-            median.values,
-            color="#D55E00",
-            marker="D",
-            markersize=4,
-            label="median over seeds",
-        )
+        median = _seeds_and_median(axis, ok, "test_error")
         spread = ok.groupby("position")["test_error"].agg(["min", "max"])
         axis.vlines(
             spread.index,

@@ -723,9 +723,8 @@ def build_context(
     verdicts = read_json(claims)
     claim_list, placed = claim_sections(verdicts, figure_uris, experiment_kinds)
     experiments = []
-    for path in tables:
-        name = path.stem
-        table = pd.read_csv(path)
+    tables_by_name = {path.stem: pd.read_csv(path) for path in tables}  # read once
+    for name, table in tables_by_name.items():
         first = table[table["layer"] == 1]
         excluded = first[first["status"] != "ok"]
         block = meta.get("experiments", {}).get(name, {})
@@ -758,7 +757,6 @@ def build_context(
         )
     run_records = [read_json(path) for path in runs]
     data_records = [read_json(path) | {"name": path.stem} for path in data_infos]
-    tables_by_name = {path.stem: pd.read_csv(path) for path in tables}
     verdict_counts = {v: sum(c["verdict"] == v for c in verdicts["claims"]) for v in VERDICT_MARK}
     return {
         "claims": claim_list,

@@ -38,10 +38,6 @@ class RuleLine:
         """The SVG id of the drawn line: `rule-<subject>-<metric>` (tests look for it)."""
         return f"rule-{self.subject}-{self.metric}"
 
-    @property
-    def words(self) -> str:
-        return f"{self.subject}: {self.comparison} {self.value:g}"
-
 
 def _applies(check: dict, experiment: str | None) -> bool:
     wanted = check.get("experiments")
