@@ -1,6 +1,6 @@
 """Training throughput: rankbias's ensemble trainer against the textbook loop, in one run.
 
-    python benchmarks/train_throughput.py                 # three regimes, ~12 minutes on 2 cores
+    python benchmarks/train_throughput.py                 # three regimes, ~25 minutes on 2 cores
     python benchmarks/train_throughput.py --workflow      # + the default audit under /usr/bin/time
     python benchmarks/train_throughput.py --workflow-only --keep results/audit  # the audit alone
 
@@ -79,6 +79,9 @@ REGIMES = {  # name -> what it stresses and its models
     },
 }
 REPEATS = 5  # fresh processes per method and regime; the median counts
+AUTOGRAD_ARMS = ("autograd", "func")  # the ensemble's step with autograd's gradient
+METHODS = ("ensemble", *AUTOGRAD_ARMS, "reference")
+KEEP_MANUAL_AT = 1.2  # the manual backward stays if this much faster than autograd's best arm
 WEIGHT_DECAYS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
@@ -125,6 +128,8 @@ def arch_of(arrays: dict, regime: dict) -> Arch:
 
 
 def run_ensemble(arrays: dict, name: str, regime: dict) -> dict:
+    import torch
+
     from rankbias.measure import measure_job
     from rankbias.train import train_ensemble
 
@@ -135,7 +140,98 @@ def run_ensemble(arrays: dict, name: str, regime: dict) -> dict:
     measure_job(spec, result.final, result.init, result.history, result.diverged_epoch, arrays)
     measure_s = time.perf_counter() - started
     steps = regime["epochs"] * -(-len(arrays["x_train"]) // regime["batch_size"])
-    return {"models": regime["members"], "steps": steps, "seconds": train_s, "measure_s": measure_s}
+    final = {name: torch.as_tensor(value) for name, value in result.final.items()}
+    return {
+        "models": regime["members"],
+        "steps": steps,
+        "seconds": train_s,
+        "measure_s": measure_s,
+        "final_norm": _weight_norm(final),
+    }
+
+
+def run_autograd(arrays: dict, name: str, regime: dict, gradient: str) -> dict:
+    """The ensemble's own step (stacked members, exact decay as scale·stored, same data order),
+    its gradient from autograd instead of the manual backward: `autograd` is
+    `losses.sum().backward()` on the stacked tensors, `func` is torch.func's vmap(grad) of one
+    member's loss over the stacked parameters. The update, per stored tensor T whose forward pass
+    used scale s (so that dL/dT = s·dL/dW): T <- T - lr·dL/dT / (s·s'), s' = s·(1 - lr·wd), the
+    same W <- (1 - lr·wd)·W - lr·dL/dW as train_ensemble."""
+    import torch
+
+    from rankbias.decay import ExactDecay, fold_interval
+    from rankbias.models import forward, init_params, member_losses
+    from rankbias.train import DATA_SEED_OFFSET
+
+    chosen = members(regime)
+    depth, loss, batch_size = regime["depth"], regime["loss"], regime["batch_size"]
+    x_train = torch.as_tensor(arrays["x_train"], dtype=torch.float32)
+    y_train = torch.as_tensor(
+        arrays["y_train"], dtype=torch.long if loss == "ce" else torch.float32
+    )
+    params = init_params(arch_of(arrays, regime), [m["seed"] for m in chosen], torch.float32, "cpu")
+    lr = torch.tensor([m["lr"] for m in chosen], dtype=torch.float64)
+    wd = torch.tensor([m["weight_decay"] for m in chosen], dtype=torch.float64)
+    decay = ExactDecay(params, torch.float32, fold_interval(float((lr * wd).max())))
+    decay.set_rates(lr * wd, lr * wd)
+    alive = torch.ones(len(chosen), dtype=torch.bool)
+    generators = [torch.Generator().manual_seed(m["seed"] + DATA_SEED_OFFSET) for m in chosen]
+    member_gradient = torch.func.vmap(torch.func.grad(_member_loss), in_dims=(0, 0, 0, 0, None))
+    n_train, steps = len(x_train), 0
+    started = time.perf_counter()
+    for _ in range(regime["epochs"]):
+        order = torch.stack([torch.randperm(n_train, generator=g) for g in generators])
+        for position in range(0, n_train, batch_size):
+            index = order[:, position : position + batch_size]
+            scales = {name: decay.cast[row] for name, row in decay.index.items()}
+            if gradient == "func":
+                grads = member_gradient(params, scales, x_train[index], y_train[index], loss)
+            else:
+                for tensor in params.values():
+                    tensor.requires_grad_(True)
+                step_params, weight_scales = decay.forward_inputs(params)
+                outputs = forward(step_params, x_train[index], depth, None, True, weight_scales)
+                member_losses(outputs, y_train[index], loss).sum().backward()
+                grads = {name: tensor.grad for name, tensor in params.items()}
+            with torch.no_grad():
+                before = decay.scales.clone()
+                decay.step(alive)
+                coefficients = (lr / (before * decay.scales)).to(torch.float32)
+                for name, row in decay.index.items():
+                    grad = grads[name]
+                    params[name].sub_(grad * coefficients[row].view(-1, *[1] * (grad.dim() - 1)))
+                    params[name].grad = None
+                decay.after_step(params)
+            steps += 1
+    seconds = time.perf_counter() - started
+    final = decay.effective({name: tensor.detach() for name, tensor in params.items()})
+    return {
+        "models": len(chosen),
+        "steps": steps,
+        "seconds": seconds,
+        "final_norm": _weight_norm(final),
+    }
+
+
+def _member_loss(params: dict, scales: dict, x, y, loss: str):
+    """One member's mean loss on its batch (torch.func arm): layer l is (x W~^T)·s + b~·s_b."""
+    import torch.nn.functional as F
+
+    hidden, depth = x, sum(name[0] == "W" for name in params)
+    for layer in range(1, depth + 1):
+        hidden = (hidden @ params[f"W{layer}"].mT) * scales[f"W{layer}"]
+        if f"b{layer}" in params:
+            hidden = hidden + params[f"b{layer}"] * scales[f"b{layer}"]
+        if layer < depth:
+            hidden = hidden.relu()
+    if loss == "ce":
+        return F.cross_entropy(hidden, y)
+    return 0.5 * (hidden - y).square().sum(dim=-1).mean()
+
+
+def _weight_norm(params: dict) -> float:
+    """Σ ||W_l||_F over members and layers: the same training must give the same number."""
+    return float(sum(value.double().norm() for name, value in params.items() if name[0] == "W"))
 
 
 def run_reference(arrays: dict, name: str, regime: dict) -> dict:
@@ -227,8 +323,11 @@ def child(method: str, name: str, data_path: str) -> None:
     arrays, _ = data.load_prepared(data_path)
     before = matmul_rates()
     reset_peak_rss()
-    runner = run_ensemble if method == "ensemble" else run_reference
-    result = runner(arrays, name, REGIMES[name])
+    regime = REGIMES[name]
+    if method in AUTOGRAD_ARMS:
+        result = run_autograd(arrays, name, regime, method)
+    else:
+        result = (run_ensemble if method == "ensemble" else run_reference)(arrays, name, regime)
     result["peak_rss_mb"] = peak_rss_mb()
     after = matmul_rates()
     result["matmul_sustained"] = (before[0] + after[0]) / 2  # the training lies in between
@@ -272,7 +371,7 @@ def benchmark_rows(workdir: Path, repeats: int = REPEATS) -> list[dict]:
         regime = REGIMES[name]
         arrays, _ = data.load_prepared(path)
         flops_per_model_step = arch_of(arrays, regime).step_flops(regime["batch_size"])
-        runs: dict[str, list[dict]] = {"ensemble": [], "reference": []}
+        runs: dict[str, list[dict]] = {method: [] for method in METHODS}
         for _ in range(repeats):  # alternating, so that a slow spell hits both methods
             for method, results in runs.items():
                 results.append(in_child(method, name, str(path)))
@@ -311,10 +410,32 @@ def benchmark_rows(workdir: Path, repeats: int = REPEATS) -> list[dict]:
                     "threads": median["threads"],
                 }
             )
-        ours, theirs = rows[-2], rows[-1]
-        ours["speedup"] = ours["model_steps_per_s"] / theirs["model_steps_per_s"]
-        theirs["speedup"] = 1.0
+        regime_rows = {row["method"]: row for row in rows[-len(METHODS) :]}
+        manual = runs["ensemble"][0]["final_norm"]
+        textbook = regime_rows["reference"]["model_steps_per_s"]
+        for method, row in regime_rows.items():
+            row["speedup"] = row["model_steps_per_s"] / textbook
+            same_models = method != "reference"  # the reference draws its own init and order
+            row["final_norm_rel_diff"] = (
+                abs(runs[method][0]["final_norm"] / manual - 1) if same_models else np.nan
+            )
     return rows
+
+
+def backward_decision(rows: list[dict]) -> dict:
+    """Per regime, the manual backward's speed over the best autograd arm's; it stays only if
+    that is >= KEEP_MANUAL_AT in the compute-bound and the mixed regime (issue 19)."""
+    ratios = {}
+    for regime in REGIMES:
+        speed = {row["method"]: row["model_steps_per_s"] for row in rows if row["regime"] == regime}
+        best = max(AUTOGRAD_ARMS, key=speed.get)
+        ratios[regime] = {
+            "best_autograd": best,
+            "manual_over_best": speed["ensemble"] / speed[best],
+        }
+    deciding = [name for name, regime in REGIMES.items() if regime["bound"] in ("compute", "mixed")]
+    keep = all(ratios[name]["manual_over_best"] >= KEEP_MANUAL_AT for name in deciding)
+    return {"regimes": ratios, "deciding": deciding, "threshold": KEEP_MANUAL_AT, "keep": keep}
 
 
 # ----------------------------------------------------------------------------- the workflow
@@ -402,18 +523,21 @@ def markdown(rows: list[dict], workflow: dict | None) -> str:
     lines = [
         "| regime | bound | method | models × steps | model-steps/s (min–max) | speed-up | "
         "GFLOP/s | of sustained matmul (min–max) | of peak matmul | measure / train | "
-        "peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak RSS MB | Σ‖W‖ vs ensemble |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         measure = "" if np.isnan(row["measure_fraction"]) else f"{row['measure_fraction']:.0%}"
+        drift = row["final_norm_rel_diff"]
+        drift = "" if np.isnan(drift) else f"{drift:.1e}"
         lines.append(
             f"| {row['regime']} | {row['bound']} | {row['method']} | {row['models']} × "
             f"{row['steps_per_model']} | {row['model_steps_per_s']:,.0f} "
             f"({row['model_steps_per_s_min']:,.0f}–{row['model_steps_per_s_max']:,.0f}) | "
             f"{row['speedup']:.1f}× | {row['gflops']:.1f} | {row['roofline_fraction']:.0%} "
             f"({row['roofline_fraction_min']:.0%}–{row['roofline_fraction_max']:.0%}) | "
-            f"{row['roofline_fraction_of_peak']:.0%} | {measure} | {row['peak_rss_mb']:.0f} |"
+            f"{row['roofline_fraction_of_peak']:.0%} | {measure} | {row['peak_rss_mb']:.0f} | "
+            f"{drift} |"
         )
     sustained = [row["matmul_sustained_gflops"] for row in rows]
     lines.append(
@@ -422,7 +546,21 @@ def markdown(rows: list[dict], workflow: dict | None) -> str:
         "(`Arch.step_flops`). Dense float32 matmul (2048², "
         f"{rows[0]['threads']} threads, 2 s before and 2 s after every training, same process): "
         f"sustained {min(sustained):.0f}–{max(sustained):.0f} GFLOP/s (median per regime), "
-        f"peak {max(row['matmul_peak_gflops'] for row in rows):.0f} GFLOP/s."
+        f"peak {max(row['matmul_peak_gflops'] for row in rows):.0f} GFLOP/s. "
+        "Σ‖W‖ vs ensemble: the relative difference of the trained weights' summed Frobenius "
+        "norms from the manual backward's (same members, init and data order; the reference "
+        "loop draws its own)."
+    )
+    decision = backward_decision(rows)
+    ratios = ", ".join(
+        f"{name} {ratio['manual_over_best']:.2f}× ({ratio['best_autograd']})"
+        for name, ratio in decision["regimes"].items()
+    )
+    verdict = "kept" if decision["keep"] else "replaced by autograd"
+    lines.append(
+        f"\nManual backward over the best autograd arm: {ratios}. Rule: keep it only if ≥ "
+        f"{decision['threshold']}× in {' and '.join(decision['deciding'])}; here it is "
+        f"**{verdict}**."
     )
     if workflow:
         lines.append(
@@ -471,6 +609,8 @@ def main() -> None:
             )
             (args.out / "paper_cost.md").write_text(projection.stdout)
     pd.DataFrame(rows).to_csv(args.out / "throughput.csv", index=False)
+    decision = json.dumps(backward_decision(rows), indent=2)
+    (args.out / "backward_decision.json").write_text(decision + "\n")
     if workflow:
         (args.out / "workflow.json").write_text(json.dumps(workflow, indent=2) + "\n")
     text = markdown(rows, workflow)
