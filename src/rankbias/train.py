@@ -15,13 +15,19 @@ metrics of W and of its learned part W - s_t·W_0, the init factor s_t, the deca
 movement from W_0. With a `Checkpointer`, the whole state is saved at step boundaries (every so
 many seconds, and on SIGTERM/SIGUSR1) and a restarted job resumes from it bit-identically
 (rankbias.checkpoint).
+
+The loop is data and a few functions: `Setup` is what a run reads and never changes (spec, data
+on the device, initialisation, schedule), `TrainState` everything it changes (parameters, decay
+scales, generators, position, alive mask, history, timers); a checkpoint is the state saved and a
+resume the state loaded. `train_ensemble` is set up → restore → per epoch `run_epoch` and
+`log_snapshot`; per-epoch extras of the first layer (Paper A's eps_batch) come in as hooks.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -110,7 +116,7 @@ def sgd_step(
 
 
 @torch.no_grad()
-def evaluate(
+def split_loss_accuracy(
     params: dict[str, torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
@@ -208,42 +214,174 @@ def lr_factor(spec: dict, epoch: int) -> float:
     return spec.get("lr_gamma", 0.1) ** passed
 
 
-def train_ensemble(
-    spec: dict,
-    arrays: dict[str, np.ndarray],
-    log: Callable[[str], None] = print,
-    checkpointer: Checkpointer | None = None,
-) -> TrainResult:
-    """Train every member of `spec["members"]` on the prepared arrays; see the module docstring.
+@dataclass(frozen=True)
+class Setup:
+    """What a training run reads and never changes: the spec, its data on the device, the
+    initialisation W_0 and the schedule."""
 
-    With a `checkpointer`, resume from its checkpoint when one of this spec exists, and save the
-    whole state at step boundaries when it is due; the result equals an uninterrupted run's.
-    """
+    spec: dict
+    device: torch.device
+    dtype: torch.dtype
+    arch: Arch
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    evaluated: dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> (x, y), train first
+    init: dict[str, torch.Tensor]  # W_0 and the other initial tensors, [M, ...]
+    seeds: list[int]
+    lr: torch.Tensor  # [M] float64: the decay factors (1 - lr·wd) must be exact
+    wd: torch.Tensor
+    bias_wd: torch.Tensor
+    v_weights: torch.Tensor | None  # [M, N] Paper A's g per sample, None for constant g
+    epochs: int
+    log_every: int
+    fold_every: int  # rankbias.decay
+    tolerances: dict
+    chunk: int  # evaluation batch
+
+    @property
+    def members(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def batch_size(self) -> int:
+        return self.spec["batch_size"]
+
+
+class Stopwatch:
+    """Seconds summed over intervals, across the runs of a resumed job (the total travels in the
+    checkpoint)."""
+
+    def __init__(self, total: float = 0.0) -> None:
+        self.total, self._since = total, None
+
+    def start(self) -> None:
+        self._since = time.perf_counter()
+
+    def stop(self) -> None:
+        self.total, self._since = self.seconds(), None
+
+    def seconds(self) -> float:
+        running = time.perf_counter() - self._since if self._since is not None else 0.0
+        return self.total + running
+
+
+@dataclass
+class TrainState:
+    """Everything training changes: a checkpoint is this object saved (`saved`), a resumed run
+    this object loaded (`load`)."""
+
+    params: dict[str, torch.Tensor]  # stored tensors: actual = scale·stored (rankbias.decay)
+    decay: ExactDecay
+    generators: list[torch.Generator]  # each member's data order
+    alive: torch.Tensor  # [M] bool, False from a member's first non-finite batch loss on
+    diverged_epoch: np.ndarray  # [M], the first logged epoch that saw it dead; -1 if never
+    loss_sum: torch.Tensor  # [M] float64, this epoch's batch losses summed (read once an epoch)
+    epoch: int = 1  # the epoch in progress, 1-based
+    position: int = 0  # of the next batch in `order`
+    order: torch.Tensor | None = None  # [M, N] this epoch's data order; None until it starts
+    history: list[dict] = field(default_factory=list)  # logged rows (`log_snapshot`)
+    resumed: list[str] = field(default_factory=list)  # where each resume started
+    wall: Stopwatch = field(default_factory=Stopwatch)  # training, from after epoch 0's log
+    steps: Stopwatch = field(default_factory=Stopwatch)  # of which SGD steps alone
+
+    def where(self, n_train: int) -> str:
+        return f"epoch {self.epoch}, sample {self.position} of {n_train}"
+
+    def saved(self, n_train: int) -> dict:
+        """The checkpoint's content: every field, tensors on the CPU, and the global RNG."""
+        return {
+            "params": {name: value.cpu() for name, value in self.params.items()},
+            "decay": self.decay.state(),
+            "alive": self.alive.cpu(),
+            "loss_sum": self.loss_sum.cpu(),
+            "diverged_epoch": self.diverged_epoch.copy(),
+            "generators": [generator.get_state() for generator in self.generators],
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "position": self.position,
+            "order": self.order.cpu(),
+            "history": self.history,
+            "wall_s": self.wall.seconds(),
+            "steps_s": self.steps.seconds(),
+            "where": self.where(n_train),
+            "resumed": self.resumed,
+        }
+
+    def load(self, saved: dict) -> None:
+        """Continue from a checkpoint written by `saved`, in place (tensors stay on the device)."""
+        for name, value in saved["params"].items():
+            self.params[name].copy_(value)
+        self.decay.load(saved["decay"])
+        self.alive.copy_(saved["alive"])
+        self.loss_sum.copy_(saved["loss_sum"])
+        self.diverged_epoch[:] = saved["diverged_epoch"]
+        for generator, generator_state in zip(self.generators, saved["generators"], strict=True):
+            generator.set_state(generator_state)
+        torch.set_rng_state(saved["torch_rng"])
+        self.epoch, self.position = saved["epoch"], saved["position"]
+        self.history = saved["history"]
+        self.order = saved["order"].to(self.alive.device)
+        self.resumed = saved["resumed"] + [saved["where"]]
+        self.wall, self.steps = Stopwatch(saved["wall_s"]), Stopwatch(saved["steps_s"])
+
+
+# A hook adds per-member columns of the first layer to every logged epoch: (setup, the actual
+# parameters, epoch) -> {column: [M] tensor}.
+Hook = Callable[[Setup, dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+
+
+def eps_batch_hook(setup: Setup, params: dict[str, torch.Tensor], epoch: int) -> dict:
+    """Paper A's Assumption 2.5 during training: eps_batch of V at this epoch's weights, over
+    `eps_log_epochs` freshly shuffled epochs (seeded by member seed + epoch)."""
+    spec = setup.spec
+    return paper_a.eps_batch(
+        params,
+        setup.x_train,
+        setup.y_train,
+        spec["depth"],
+        spec["loss"],
+        setup.batch_size,
+        setup.wd,
+        [seed + epoch for seed in setup.seeds],
+        spec.get("metrics", {}).get("eps_log_epochs", 1),
+        setup.v_weights,
+        setup.chunk,
+    )
+
+
+def default_hooks(setup: Setup) -> list[Hook]:
+    """eps_batch where Paper A's theory applies and `metrics.eps_log_epochs` is not 0."""
+    eps_epochs = setup.spec.get("metrics", {}).get("eps_log_epochs", 1)
+    return [eps_batch_hook] if eps_epochs and paper_a.applies(setup.spec) else []
+
+
+def prepare_setup(spec: dict, arrays: dict[str, np.ndarray]) -> Setup:
+    """Check the prepared arrays and the spec, move the data to the device, draw W_0."""
     device = resolve_device(spec.get("device", "auto"))
     dtype = DTYPES[spec.get("dtype", "float32")]
-    loss, depth, batch_size = spec["loss"], spec["depth"], spec["batch_size"]
-    members = spec["members"]
-    count = len(members)
+    loss, batch_size, members = spec["loss"], spec["batch_size"], spec["members"]
     label_dtype = torch.long if loss == "ce" else dtype
     splits = ("train", "val", "test") if len(arrays.get("x_val", ())) else ("train", "test")
     for name in (f"{kind}_{split}" for split in splits for kind in "xy"):
         if not np.isfinite(arrays[name]).all():
             raise ValueError(f"{name} holds non-finite values: the prepared data are unusable")
-    x_train = torch.as_tensor(arrays["x_train"], dtype=dtype, device=device)
-    y_train = torch.as_tensor(arrays["y_train"], dtype=label_dtype, device=device)
     evaluated = {  # the splits every logged epoch evaluates (train is also trained on)
         split: (
             torch.as_tensor(arrays[f"x_{split}"], dtype=dtype, device=device),
             torch.as_tensor(arrays[f"y_{split}"], dtype=label_dtype, device=device),
         )
-        for split in splits[1:]
+        for split in splits
     }
-    evaluated = {"train": (x_train, y_train), **evaluated}
+    x_train, y_train = evaluated["train"]
     out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
     arch = Arch(
         x_train.shape[1],
         spec["width"],
-        depth,
+        spec["depth"],
         out_dim,
         spec.get("output_bias", False),
         spec.get("batch_norm", False),
@@ -253,167 +391,198 @@ def train_ensemble(
             f"batch_norm needs every mini-batch to hold >= 2 samples; batch_size {batch_size} "
             f"with {len(x_train)} training samples leaves a batch of 1"
         )
-
     seeds = [m["seed"] for m in members]
-    params = init_params(arch, seeds, dtype, device)
-    init = {name: value.cpu().numpy().copy() for name, value in params.items()}
-    init_weights = {name: value.clone() for name, value in params.items() if name[0] == "W"}
-    # learning rates and weight decays in float64: the decay factors (1 - lr·wd) must be exact
     lr = torch.tensor([m["lr"] for m in members], dtype=torch.float64, device=device)
     wd = torch.tensor([m["weight_decay"] for m in members], dtype=torch.float64, device=device)
-    bias_wd = wd if spec.get("bias_decay", True) else torch.zeros_like(wd)
     v_weights = member_decay_weights(members, arrays, torch.float64, device)
-    data_generators = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in seeds]
-    alive = torch.ones(count, dtype=torch.bool, device=device)
-    diverged_epoch = np.full(count, -1)
-    settings = spec.get("metrics", {})
-    tolerances = rank_tolerances(settings)
-    chunk = spec.get("eval_batch", 4096)
-    n_train = len(x_train)
-    epochs, log_every = schedule(spec, n_train)
+    epochs, log_every = schedule(spec, len(x_train))
     max_h = float(v_weights.max()) if v_weights is not None else 1.0
     max_factor = max(lr_factor(spec, e) for e in range(1, epochs + 1))
     max_rate = float((lr * wd).max()) * max_factor * max(1.0, max_h)
-    decay = ExactDecay(params, dtype, fold_interval(max_rate))
-
-    def snapshot(epoch: int) -> list[dict]:
-        current = decay.effective(params)
-        dead = (~alive).cpu().numpy() & (diverged_epoch < 0)
-        diverged_epoch[dead] = epoch
-        values = {"diverged": (~alive).cpu()}
-        for split, (x_split, y_split) in evaluated.items():
-            split_loss, split_acc = evaluate(current, x_split, y_split, depth, loss, chunk)
-            values |= {f"{split}_loss": split_loss, f"{split}_acc": split_acc}
-        train_loss = values["train_loss"]
-        first_layer = {}
-        if settings.get("eps_log_epochs", 1) and paper_a.applies(spec):
-            first_layer = paper_a.eps_batch(
-                current,
-                x_train,
-                y_train,
-                depth,
-                loss,
-                batch_size,
-                wd,
-                [s + epoch for s in seeds],
-                settings.get("eps_log_epochs", 1),
-                v_weights,
-                chunk,
-            )
-        median = np.nanmedian(train_loss.numpy()) if alive.any() else float("nan")
-        log(
-            f"  logged epoch {epoch}: median train loss {median:.4g}, "
-            f"alive {int(alive.sum())}/{count}"
-        )
-        return _history_rows(
-            epoch, current, init_weights, decay, depth, values, first_layer, tolerances
-        )
-
-    # Progress: the epoch in progress, its data order, the position of the next batch in it.
-    epoch, position, order = 1, 0, None
-    loss_sum = torch.zeros(count, dtype=torch.float64, device=device)  # read once per epoch
-    earlier_wall, resumed, steps_s = 0.0, [], 0.0
-    saved = checkpointer.load(spec) if checkpointer else None
-    if saved is None:
-        history = None
-    else:
-        for name, value in saved["params"].items():
-            params[name].copy_(value)
-        decay.load(saved["decay"])
-        alive.copy_(saved["alive"])
-        loss_sum.copy_(saved["loss_sum"])
-        diverged_epoch[:] = saved["diverged_epoch"]
-        for generator, state in zip(data_generators, saved["generators"], strict=True):
-            generator.set_state(state)
-        torch.set_rng_state(saved["torch_rng"])
-        epoch, position, history = saved["epoch"], saved["position"], saved["history"]
-        order = saved["order"].to(device)
-        earlier_wall, resumed = saved["wall_s"], saved["resumed"] + [saved["where"]]
-        steps_s = saved["steps_s"]
-        log(f"resumed from {checkpointer.path} at {saved['where']}")
-
-    def save_checkpoint() -> None:
-        where = f"epoch {epoch}, sample {position} of {n_train}"
-        state = {
-            "params": {name: value.cpu() for name, value in params.items()},
-            "decay": decay.state(),
-            "alive": alive.cpu(),
-            "loss_sum": loss_sum.cpu(),
-            "diverged_epoch": diverged_epoch.copy(),
-            "generators": [generator.get_state() for generator in data_generators],
-            "torch_rng": torch.get_rng_state(),
-            "epoch": epoch,
-            "position": position,
-            "order": order.cpu(),
-            "history": history,
-            "wall_s": earlier_wall + time.perf_counter() - started,
-            "steps_s": steps_s + time.perf_counter() - epoch_started,
-            "where": where,
-            "resumed": resumed,
-        }
-        checkpointer.save(state, spec, where)
-
-    log(
-        f"training {count} members {arch} on {device} ({dtype}), batch {batch_size}, "
-        f"{epochs} epochs of {-(-n_train // batch_size)} steps"
+    return Setup(
+        spec=spec,
+        device=device,
+        dtype=dtype,
+        arch=arch,
+        x_train=x_train,
+        y_train=y_train,
+        evaluated=evaluated,
+        init=init_params(arch, seeds, dtype, device),
+        seeds=seeds,
+        lr=lr,
+        wd=wd,
+        bias_wd=wd if spec.get("bias_decay", True) else torch.zeros_like(wd),
+        v_weights=v_weights,
+        epochs=epochs,
+        log_every=log_every,
+        fold_every=fold_interval(max_rate),
+        tolerances=rank_tolerances(spec.get("metrics", {})),
+        chunk=spec.get("eval_batch", 4096),
     )
-    if history is None:
-        history = snapshot(0)
-    started = time.perf_counter()
-    first_epoch = epoch
-    progress_every = max(1, epochs // 50)
-    while epoch <= epochs:
-        if order is None:  # a new epoch (a resumed one comes with its order)
-            order = torch.stack([torch.randperm(n_train, generator=g) for g in data_generators])
-            order, position = order.to(device), 0
-            loss_sum.zero_()
-        epoch_lr = lr * lr_factor(spec, epoch)  # float64 [M]
-        decay.set_rates(epoch_lr * wd, epoch_lr * bias_wd)
-        step_lr = epoch_lr.to(dtype).view(-1, 1, 1)
-        epoch_started = time.perf_counter()
-        while position < n_train:
-            index = order[:, position : position + batch_size]
-            cache: list = []
-            forward_inputs = decay.forward_inputs(params)
-            step_params, weight_scales = forward_inputs
-            outputs = forward(step_params, x_train[index], depth, cache, True, weight_scales)
-            batch_losses, delta = losses_and_gradient(outputs, y_train[index], loss)
-            alive &= torch.isfinite(batch_losses)
-            loss_sum += batch_losses.double() * index.shape[1]
-            v_rate = None
-            if v_weights is not None:  # this batch's V decay: wd · mean of g over the batch
-                batch_g = torch.gather(v_weights, 1, index).mean(dim=1)
-                v_rate = decay.rate_table[decay.index["W1"]] * batch_g * alive
-            step = torch.where(alive.view(-1, 1, 1), delta, 0.0).mul_(step_lr)
-            sgd_step(params, decay, forward_inputs, cache, step, alive, v_rate)
-            if arch.batch_norm:
-                update_running_stats(params, cache, index.shape[1], alive)
-            decay.after_step(params)
-            position += batch_size
-            if checkpointer and checkpointer.due():
-                saving_started = time.perf_counter()
-                save_checkpoint()
-                epoch_started += time.perf_counter() - saving_started  # not a step's time
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # once an epoch, so that steps_s is the GPU's time
-        steps_s += time.perf_counter() - epoch_started
-        if epoch % progress_every == 0 or epoch == epochs:
-            elapsed = time.perf_counter() - started
-            live = (loss_sum / n_train)[alive]
-            epoch_loss = live.median().item() if len(live) else float("nan")
-            done = epoch - first_epoch + 1
-            log(
-                f"epoch {epoch}/{epochs} mean batch loss (median over live members) "
-                f"{epoch_loss:.4g} elapsed {elapsed:.1f}s eta "
-                f"{elapsed / done * (epochs - epoch):.1f}s"
-            )
-        if epoch % log_every == 0 or epoch == epochs:
-            history += snapshot(epoch)
-        epoch, order = epoch + 1, None
-    wall = earlier_wall + time.perf_counter() - started
-    final = {name: value.cpu().numpy().copy() for name, value in decay.effective(params).items()}
-    frame = pd.DataFrame(history)
-    ids = pd.DataFrame(members)
-    ids["member_index"] = range(count)
+
+
+def initial_state(setup: Setup) -> TrainState:
+    """Epoch 1 at its start: W = W_0, every member alive, data orders from their seeds."""
+    params = {name: value.clone() for name, value in setup.init.items()}
+    count, device = setup.members, setup.device
+    return TrainState(
+        params=params,
+        decay=ExactDecay(params, setup.dtype, setup.fold_every),
+        generators=[torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in setup.seeds],
+        alive=torch.ones(count, dtype=torch.bool, device=device),
+        diverged_epoch=np.full(count, -1),
+        loss_sum=torch.zeros(count, dtype=torch.float64, device=device),
+    )
+
+
+def log_snapshot(
+    setup: Setup, state: TrainState, epoch: int, hooks: Sequence[Hook], log: Callable
+) -> None:
+    """Append epoch `epoch`'s rows to the history: every split's loss and accuracy, the hooks'
+    first-layer columns, rank metrics and decay controls (`_history_rows`)."""
+    current = state.decay.effective(state.params)
+    dead = (~state.alive).cpu().numpy() & (state.diverged_epoch < 0)
+    state.diverged_epoch[dead] = epoch
+    values = {"diverged": (~state.alive).cpu()}
+    for split, (x_split, y_split) in setup.evaluated.items():
+        split_loss, split_acc = split_loss_accuracy(
+            current, x_split, y_split, setup.arch.depth, setup.spec["loss"], setup.chunk
+        )
+        values |= {f"{split}_loss": split_loss, f"{split}_acc": split_acc}
+    first_layer = {}
+    for hook in hooks:
+        first_layer |= hook(setup, current, epoch)
+    alive = state.alive
+    median = np.nanmedian(values["train_loss"].numpy()) if alive.any() else float("nan")
+    log(
+        f"  logged epoch {epoch}: median train loss {median:.4g}, "
+        f"alive {int(alive.sum())}/{setup.members}"
+    )
+    state.history += _history_rows(
+        epoch,
+        current,
+        setup.init,
+        state.decay,
+        setup.arch.depth,
+        values,
+        first_layer,
+        setup.tolerances,
+    )
+
+
+def train_batch(setup: Setup, state: TrainState, step_lr: torch.Tensor) -> None:
+    """One SGD step of every member on its next mini-batch; a member whose batch loss is not
+    finite is frozen (its step is zero from then on)."""
+    params, decay, alive = state.params, state.decay, state.alive
+    index = state.order[:, state.position : state.position + setup.batch_size]
+    cache: list = []
+    forward_inputs = decay.forward_inputs(params)
+    step_params, weight_scales = forward_inputs
+    inputs = setup.x_train[index]
+    outputs = forward(step_params, inputs, setup.arch.depth, cache, True, weight_scales)
+    batch_losses, delta = losses_and_gradient(outputs, setup.y_train[index], setup.spec["loss"])
+    alive &= torch.isfinite(batch_losses)
+    state.loss_sum += batch_losses.double() * index.shape[1]
+    v_rate = None
+    if setup.v_weights is not None:  # this batch's V decay: wd · mean of g over the batch
+        batch_g = torch.gather(setup.v_weights, 1, index).mean(dim=1)
+        v_rate = decay.rate_table[decay.index["W1"]] * batch_g * alive
+    step = torch.where(alive.view(-1, 1, 1), delta, 0.0).mul_(step_lr)
+    sgd_step(params, decay, forward_inputs, cache, step, alive, v_rate)
+    if setup.arch.batch_norm:
+        update_running_stats(params, cache, index.shape[1], alive)
+    decay.after_step(params)
+    state.position += setup.batch_size
+
+
+def run_epoch(setup: Setup, state: TrainState, checkpointer: Checkpointer | None) -> None:
+    """The rest of epoch `state.epoch` (all of it unless resumed mid-epoch), saving the state
+    whenever the checkpointer says so (its time is not a step's)."""
+    if state.order is None:  # a new epoch (a resumed one comes with its order)
+        orders = [torch.randperm(setup.n_train, generator=g) for g in state.generators]
+        state.order, state.position = torch.stack(orders).to(setup.device), 0
+        state.loss_sum.zero_()
+    epoch_lr = setup.lr * lr_factor(setup.spec, state.epoch)  # float64 [M]
+    state.decay.set_rates(epoch_lr * setup.wd, epoch_lr * setup.bias_wd)
+    step_lr = epoch_lr.to(setup.dtype).view(-1, 1, 1)
+    state.steps.start()
+    while state.position < setup.n_train:
+        train_batch(setup, state, step_lr)
+        if checkpointer and checkpointer.due():
+            state.steps.stop()
+            checkpointer.save(state.saved(setup.n_train), setup.spec, state.where(setup.n_train))
+            state.steps.start()
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize(setup.device)  # once an epoch, so that steps are the GPU's time
+    state.steps.stop()
+
+
+def log_progress(setup: Setup, state: TrainState, first_epoch: int, log: Callable) -> None:
+    """The epoch's median batch loss over live members, this run's time and what is left."""
+    elapsed = state.wall.seconds() - state.wall.total  # this run's: `wall` runs from its start
+    live = (state.loss_sum / setup.n_train)[state.alive]
+    epoch_loss = live.median().item() if len(live) else float("nan")
+    eta = elapsed / (state.epoch - first_epoch + 1) * (setup.epochs - state.epoch)
+    log(
+        f"epoch {state.epoch}/{setup.epochs} mean batch loss (median over live members) "
+        f"{epoch_loss:.4g} elapsed {elapsed:.1f}s eta {eta:.1f}s"
+    )
+
+
+def train_ensemble(
+    spec: dict,
+    arrays: dict[str, np.ndarray],
+    log: Callable[[str], None] = print,
+    checkpointer: Checkpointer | None = None,
+    hooks: Sequence[Hook] | None = None,
+) -> TrainResult:
+    """Train every member of `spec["members"]` on the prepared arrays; see the module docstring.
+
+    With a `checkpointer`, resume from its checkpoint when one of this spec exists, and save the
+    whole state at step boundaries when it is due; the result equals an uninterrupted run's.
+    `hooks` default to `default_hooks`.
+    """
+    setup = prepare_setup(spec, arrays)
+    hooks = default_hooks(setup) if hooks is None else hooks
+    state = initial_state(setup)
+    saved = checkpointer.load(spec) if checkpointer else None
+    if saved is not None:
+        state.load(saved)
+        log(f"resumed from {checkpointer.path} at {saved['where']}")
+    log(
+        f"training {setup.members} members {setup.arch} on {setup.device} ({setup.dtype}), "
+        f"batch {setup.batch_size}, {setup.epochs} epochs of "
+        f"{-(-setup.n_train // setup.batch_size)} steps"
+    )
+    if saved is None:
+        log_snapshot(setup, state, 0, hooks, log)
+    state.wall.start()
+    first_epoch, progress_every = state.epoch, max(1, setup.epochs // 50)
+    while state.epoch <= setup.epochs:
+        run_epoch(setup, state, checkpointer)
+        if state.epoch % progress_every == 0 or state.epoch == setup.epochs:
+            log_progress(setup, state, first_epoch, log)
+        if state.epoch % setup.log_every == 0 or state.epoch == setup.epochs:
+            log_snapshot(setup, state, state.epoch, hooks, log)
+        state.epoch, state.order = state.epoch + 1, None
+    state.wall.stop()
+    return _result(setup, state)
+
+
+def _result(setup: Setup, state: TrainState) -> TrainResult:
+    """The arrays and the history frame (member keys first) the training command writes."""
+    final = state.decay.effective(state.params)
+    frame = pd.DataFrame(state.history)
+    ids = pd.DataFrame(setup.spec["members"])
+    ids["member_index"] = range(setup.members)
     frame = ids.merge(frame, on="member_index").drop(columns="member_index")
-    return TrainResult(init, final, frame, diverged_epoch, wall, str(device), resumed, steps_s)
+    return TrainResult(
+        {name: value.cpu().numpy().copy() for name, value in setup.init.items()},
+        {name: value.cpu().numpy().copy() for name, value in final.items()},
+        frame,
+        state.diverged_epoch,
+        state.wall.seconds(),
+        str(setup.device),
+        state.resumed,
+        state.steps.seconds(),
+    )
