@@ -12,7 +12,8 @@ from conftest import ROOT
 from snakemake.utils import validate
 
 from rankbias import claims
-from rankbias.claims import ClaimError, check_registry, evaluate
+from rankbias.claims import evaluate_claims
+from rankbias.registry import ClaimError, check_registry
 
 SCHEMA = ROOT / "workflow" / "schemas" / "claims.schema.yaml"
 ALPHA = 0.05
@@ -78,7 +79,7 @@ def one_check(check: dict) -> tuple[dict, dict]:
 def run(check: dict, table: pd.DataFrame, resamples: int = 0) -> dict:
     """One check evaluated as a one-check claim (without resamples unless asked)."""
     registry, config = one_check(check)
-    return evaluate(registry, config, {"exp": table}, resamples=resamples)["claims"][0]
+    return evaluate_claims(registry, config, {"exp": table}, resamples=resamples)["claims"][0]
 
 
 def outcomes(result: dict) -> dict:
@@ -125,7 +126,7 @@ def test_members_outside_the_regime_make_a_case_undecided_with_the_reason_never_
 def test_b7_is_decided_only_where_its_bound_says_something_and_the_norm_has_settled():
     def b7_reasons(**change):
         table = synthetic("B7", True).assign(**change)
-        result = evaluate(registry(), one_experiment("B7"), {"exp": table}, resamples=0)
+        result = evaluate_claims(registry(), one_experiment("B7"), {"exp": table}, resamples=0)
         claim = {c["id"]: c for c in result["claims"]}["B7"]
         return claim["verdict"], {case.get("reason", "") for case in claim["checks"][0]["cases"]}
 
@@ -436,7 +437,7 @@ def one_experiment(claim_id: str) -> dict:
 @pytest.mark.parametrize("supported", [True, False], ids=["supported", "contradicted"])
 def test_every_shipped_rule_is_reachable_both_ways(claim_id, supported):
     table = synthetic(claim_id, supported)
-    result = evaluate(registry(), one_experiment(claim_id), {"exp": table}, resamples=0)
+    result = evaluate_claims(registry(), one_experiment(claim_id), {"exp": table}, resamples=0)
     claim = {c["id"]: c for c in result["claims"]}[claim_id]
     expected = "supported" if supported else "contradicted"
     assert claim["verdict"] == expected, claim["evidence"]
@@ -446,7 +447,7 @@ def test_every_shipped_rule_is_reachable_both_ways(claim_id, supported):
 @pytest.mark.parametrize("claim_id", ["A1", "A2", "A5", "A6", "A8", "B1", "B6", "B7", "B8"])
 def test_a_level_rule_on_two_seeds_is_underpowered_and_names_the_seeds_needed(claim_id):
     table = synthetic(claim_id, True, seeds=range(2))
-    result = evaluate(registry(), one_experiment(claim_id), {"exp": table}, resamples=0)
+    result = evaluate_claims(registry(), one_experiment(claim_id), {"exp": table}, resamples=0)
     claim = {c["id"]: c for c in result["claims"]}[claim_id]
     assert claim["verdict"] == "inconclusive" and claim["reachable"] == ["inconclusive"]
     cases = [
@@ -495,7 +496,7 @@ def test_every_measurable_concern_gets_a_finding_both_ways(concern_id, borne_out
     entries = registry()
     tables = {"exp": concern_table(concern_id, borne_out)}
     config = {"experiments": {"exp": {"claims": [concern_id], "runs": []}}}
-    result = evaluate(entries, config, tables, resamples=0)
+    result = evaluate_claims(entries, config, tables, resamples=0)
     concern = {c["id"]: c for c in result["concerns"]}[concern_id]
     assert concern["finding"] == ("borne out" if borne_out else "not borne out"), concern[
         "evidence"
@@ -503,7 +504,9 @@ def test_every_measurable_concern_gets_a_finding_both_ways(concern_id, borne_out
 
 
 def test_context_concerns_say_why_they_are_not_tests():
-    result = evaluate(registry(), one_experiment("A1"), {"exp": synthetic("A1", True)}, resamples=0)
+    result = evaluate_claims(
+        registry(), one_experiment("A1"), {"exp": synthetic("A1", True)}, resamples=0
+    )
     context = {c["id"]: c for c in result["concerns"] if c["finding"] == "context"}
     assert set(context) == {"C4", "C11"} and all(c["context"] for c in context.values())
 
@@ -554,7 +557,9 @@ def test_unknown_claim_id_in_the_config_is_refused():
 
 
 def test_evaluate_reports_claims_without_experiments_as_inconclusive():
-    result = evaluate(registry(), small_config(["A1"]), {"exp": synthetic("A1", True)}, resamples=0)
+    result = evaluate_claims(
+        registry(), small_config(["A1"]), {"exp": synthetic("A1", True)}, resamples=0
+    )
     verdicts = {claim["id"]: claim for claim in result["claims"]}
     assert verdicts["A1"]["verdict"] == "supported" and verdicts["A1"]["experiments"] == ["exp"]
     assert verdicts["B7"]["verdict"] == "inconclusive"

@@ -92,6 +92,18 @@ def test_every_figure_kind_is_drawn_for_any_sweep(tmp_path):
             assert text.lstrip().startswith("<?xml") and "<svg" in text and len(text) > 5000
 
 
+def test_the_same_tables_draw_the_same_figure(tmp_path):
+    """Byte for byte, strip-plot jitter included (seaborn draws it from numpy's global RNG)."""
+    table, history, spectra = synthetic_table()
+    drawn = []
+    for attempt in range(2):
+        np.random.seed(attempt)  # noqa: NPY002 - what ran before must not matter
+        path = tmp_path / "rank.svg"
+        draw_figure("rank", table, history, spectra, path)
+        drawn.append(path.read_bytes())
+    assert drawn[0] == drawn[1]
+
+
 def test_the_config_schema_allows_exactly_the_drawable_figures():
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     allowed = schema["$defs"]["experiment"]["properties"]["figures"]["items"]["enum"]

@@ -1,10 +1,14 @@
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rankbias.report import _number, experiment_tables, regime_table, run_table
-from rankbias.summaries import experiment_statistics
+from rankbias.report import _number, experiment_tables, load_words
+from rankbias.summaries import experiment_statistics, median_rows, regime_rows
+
+WORDS = load_words(Path(__file__).resolve().parents[1] / "report" / "templates")
 
 
 def test_number_formatting():
@@ -28,7 +32,7 @@ TWO_LAYER_SETTING = {
 }
 
 
-def test_run_table_takes_medians_over_healthy_members_only():
+def test_median_rows_take_medians_over_healthy_members_only():
     table = pd.DataFrame(
         {
             "layer": 1,
@@ -39,15 +43,15 @@ def test_run_table_takes_medians_over_healthy_members_only():
             "thm26_ratio": [np.inf, np.inf, 1, 5.0, 9.0],
         }
     )
-    rows = run_table(table, ("rank_galanti", "thm26_ratio", "missing_column"), "weight_decay")
+    rows = median_rows(table, ("rank_galanti", "thm26_ratio", "missing_column"), "weight_decay")
     assert rows[0] == {
         "setting": "d",
         "weight_decay": "0",
         "ok / runs": "2/3",
-        "rank_galanti": "7",
-        "thm26_ratio": "∞",
+        "rank_galanti": 7.0,
+        "thm26_ratio": "∞",  # what JSON can hold and the report prints
     }
-    assert rows[1]["ok / runs"] == "1/2" and rows[1]["rank_galanti"] == "2"
+    assert rows[1]["ok / runs"] == "1/2" and rows[1]["rank_galanti"] == 2.0
 
 
 def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart():
@@ -63,6 +67,7 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
                 "lr": 0.1,
                 "wd_function": "constant",
                 "batch_norm": True,
+                "epochs": 3,
                 "weight_decay": wd,
                 "status": "ok",
                 "rank_galanti": 10 * layer + (wd > 0) + seed,
@@ -78,8 +83,8 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
             }
         )
     table = pd.DataFrame(rows)
-    summary = experiment_statistics(table)  # what the statistics rule writes
-    tables = {t["title"]: t["rows"] for t in experiment_tables(table, {}, "weight_decay", summary)}
+    summary = json.loads(json.dumps(experiment_statistics(table)))  # the statistics rule's file
+    tables = {t["title"]: t["rows"] for t in experiment_tables(summary, {}, WORDS)}
     hidden = tables[
         "Final losses and rank metrics of every hidden layer (median over seeds, by weight_decay)"
     ]
@@ -100,11 +105,11 @@ def test_deep_experiments_get_a_row_per_hidden_layer_and_the_output_layer_apart(
         grs["tau"] == "1" and grs["vacuous"] == "4/4"
     )  # bound >= 1, the error gap's trivial value
     matched = next(rows for title, rows in tables.items() if title.startswith("Does weight decay"))
-    assert matched[0]["best_wd"] == "0.01" and matched[0]["seeds"] == 2
+    assert matched[0]["best_wd"] == "0.01" and matched[0]["seeds"] == "2"
     assert matched[0]["test"] == "exact sign-flip permutation, n = 2"
 
 
-def test_run_table_orders_settings_by_number_not_by_text():
+def test_median_rows_order_settings_by_number_not_by_text():
     table = pd.DataFrame(
         {
             "layer": 1,
@@ -119,7 +124,7 @@ def test_run_table_orders_settings_by_number_not_by_text():
             "rank_galanti": [1.0, 2.0, 3.0],
         }
     )
-    rows = run_table(table, ("rank_galanti",), "lr")
+    rows = median_rows(table, ("rank_galanti",), "lr")
     assert [r["setting"] for r in rows] == ["d B=16", "d B=64", "d B=256"]
 
 
@@ -157,7 +162,7 @@ def test_claim_figures_are_embedded_once_then_linked():
     }
     uris = {("e", "rank"): "data:e-rank", ("e", "spectra"): "data:e-spectra"}
     kinds = {"e": ["rank", "spectra"], "f": ["grid"]}  # f draws neither figure
-    sections, placed = claim_sections(verdicts, uris, kinds)
+    sections, placed = claim_sections(verdicts, uris, kinds, WORDS["figures"])
     first, second = (section["figure_list"] for section in sections)
     assert [f["inline"] for f in first] == ["data:e-rank", "data:e-spectra"]
     assert second[0]["inline"] is None and second[0]["shown_in"] == "A1"
@@ -178,7 +183,7 @@ def test_claim_figures_are_embedded_once_then_linked():
     assert sections[0]["stability_text"] == "90% of 200 seed resamples agree"
 
 
-def test_regime_table_counts_each_member_once_per_criterion():
+def test_regime_rows_count_each_member_once_per_criterion():
     table = pd.DataFrame(
         {
             "layer": [1, 1, 1, 1, 2],
@@ -190,11 +195,11 @@ def test_regime_table_counts_each_member_once_per_criterion():
             "movement": [0.01, 0.5, 0.2, 0.04, 0.5],
         }
     )
-    (row,) = regime_table(table)
+    (row,) = regime_rows(table)
     assert row["members"] == 4 and row["ok"] == 3  # first-layer rows: one per member
     assert row["plateaued (effective_rank)"] == 2 and row["plateau undecided"] == 1
     assert row["h ≥ 3"] == 2 and row["moved ≥ 0.05"] == 2
-    assert regime_table(table.drop(columns="decay_horizon")) == []
+    assert regime_rows(table.drop(columns="decay_horizon")) == []
 
 
 def test_inline_figures_get_ids_of_their_own_and_their_description_as_label(tmp_path):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from rankbias.registry import SPECTRUM_METRICS
 from rankbias.spectra import rank_metrics, singular_values
+from rankbias.vocabulary import SPECTRUM_METRICS
 
 
 def metrics_of(matrix: np.ndarray, **kwargs) -> dict[str, float]:

@@ -71,4 +71,5 @@ def test_the_weight_decay_benefit_is_picked_on_validation_and_judged_on_test():
         "trends",
         "tau",
         "wd_benefit",
+        "tables",
     }

@@ -268,3 +268,24 @@ def test_non_finite_data_are_refused_before_training():
     arrays["x_test"][3, 1] = np.nan
     with pytest.raises(ValueError, match="x_test holds non-finite values"):
         train_ensemble(spec_for(MEMBERS[:1], "mse"), arrays, log=lambda _: None)
+
+
+def test_in_training_logging_is_a_hook():
+    """Paper A's eps_batch comes from the default hook; without hooks the history has no eps
+    columns, and a hook of one's own adds its columns to the first layer's rows only."""
+    arrays = toy_arrays("mse")
+    spec = spec_for(MEMBERS[:2], "mse", epochs=2)
+    default = train_ensemble(spec, arrays, log=lambda _: None).history
+    bare = train_ensemble(spec, arrays, log=lambda _: None, hooks=[]).history
+    first_layer = default["layer"] == 1
+    assert default.loc[first_layer, "eps_batch_max"].notna().all()
+    assert default.loc[~first_layer, "eps_batch_max"].isna().all() and "eps_batch_max" not in bare
+
+    def first_norm(setup, params, epoch):
+        return {"w1_norm": params["W1"].flatten(1).norm(dim=1) + 0 * epoch}
+
+    custom = train_ensemble(spec, arrays, log=lambda _: None, hooks=[first_norm]).history
+    first = custom[custom["layer"] == 1]
+    np.testing.assert_allclose(first["w1_norm"], first["fro_norm"], rtol=1e-6)
+    assert custom.loc[custom["layer"] == 2, "w1_norm"].isna().all()
+    assert set(custom) - {"w1_norm"} == set(bare)

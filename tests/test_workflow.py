@@ -11,8 +11,8 @@ import yaml
 from conftest import BIN, ROOT, project, run, snakemake
 
 from rankbias import plan
-from rankbias.claims import METRICS, VERDICTS, with_derived
-from rankbias.registry import DERIVED_COLUMNS, FINDINGS
+from rankbias.summaries import with_derived
+from rankbias.vocabulary import DERIVED_COLUMNS, FINDINGS, METRICS, VERDICTS
 
 
 def test_lint_reports_nothing():
@@ -110,6 +110,11 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     snakemake(workdir, "--report", "report.zip")
     with zipfile.ZipFile(workdir / "report.zip") as bundle:
         names = bundle.namelist()
+        bundled = "".join(
+            bundle.read(name).decode(errors="ignore") for name in names if name.endswith(".js")
+        )
+    words = yaml.safe_load((ROOT / "report" / "templates" / "text.yaml").read_text())
+    assert words["figures"]["spectra"]["title"] in bundled  # one caption, both reports
     assert any(name.endswith("spectra.svg") for name in names)
     assert any(name.endswith("index.html") for name in names)
     assert any(name.endswith("claims.json") for name in names)

@@ -33,26 +33,15 @@ import pandas as pd
 from rankbias import statistics
 from rankbias.generalization import kendall_tau
 from rankbias.plan import format_number
-from rankbias.registry import (  # noqa: F401 - re-exported: the registry's names are claims'
-    AXIS_LABEL,
-    COMPARISONS,
+from rankbias.registry import (
     CONDITION,
     CONDITION_OPS,
-    FINDINGS,
-    HYPER_COLUMNS,
-    METRICS,
     MIN_TREND_SETTINGS,
-    VERDICTS,
-    ClaimError,
-    check_registry,
     claim_experiments,
     id_order,
 )
-from rankbias.summaries import (  # noqa: F401 - with_derived re-exported
-    benefit_on_validation,
-    matched_errors,
-    with_derived,
-)
+from rankbias.summaries import benefit_on_validation, matched_errors, with_derived
+from rankbias.vocabulary import AXIS_LABEL, HYPER_COLUMNS
 
 RESAMPLES = 200  # seed resamples of the stability check (science.md: at least 200)
 STABLE = 0.8  # share of resamples that must agree with the verdict
@@ -833,7 +822,7 @@ def _case_record(case: Case, outcome: dict) -> dict:
     return record
 
 
-def describe(check: dict) -> str:
+def rule_text(check: dict) -> str:
     """The rule in one line, as the report shows it."""
     kind = check["kind"]
     test = f"{check['comparison']} {check.get('threshold', 0):g}"
@@ -1056,7 +1045,7 @@ def stability(
     return result
 
 
-def evaluate(
+def evaluate_claims(
     registry: dict,
     config: dict,
     tables: dict[str, pd.DataFrame],
@@ -1087,7 +1076,7 @@ def evaluate(
             check_verdict = verdict_of([r["outcome"] for r in records])
             checks.append(
                 {
-                    "rule": describe(item["check"]),
+                    "rule": rule_text(item["check"]),
                     "explain": item["check"].get("explain", ""),
                     "role": item["check"].get("role", "decides"),
                     "check": item["check"],

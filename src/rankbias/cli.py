@@ -162,13 +162,14 @@ def cmd_figure(args: argparse.Namespace) -> None:
 def cmd_claims(args: argparse.Namespace) -> None:
     import yaml
 
-    from rankbias.claims import check_registry, evaluate
+    from rankbias.claims import evaluate_claims
+    from rankbias.registry import check_registry
 
     registry = yaml.safe_load(Path(args.registry).read_text())
     config = read_json(args.meta)["config"]
     check_registry(registry, config, args.registry)
     tables = {Path(p).stem: pd.read_csv(p) for p in args.tables}
-    verdicts = evaluate(registry, config, tables)
+    verdicts = evaluate_claims(registry, config, tables)
     verdicts["registry"] = {
         "file": args.registry,
         "sha256": hashlib.sha256(Path(args.registry).read_bytes()).hexdigest()[:16],
@@ -183,9 +184,10 @@ def cmd_claims(args: argparse.Namespace) -> None:
 def cmd_statistics(args: argparse.Namespace) -> None:
     from rankbias.summaries import experiment_statistics
 
-    result = experiment_statistics(pd.read_csv(args.table))
+    result = experiment_statistics(pd.read_csv(args.table), args.sweep)
     write_json(args.out, result)
-    _log(f"{args.out}: " + ", ".join(f"{len(rows)} {name} rows" for name, rows in result.items()))
+    counts = {name: rows for name, rows in result.items() if isinstance(rows, list)}
+    _log(f"{args.out}: " + ", ".join(f"{len(rows)} {name} rows" for name, rows in counts.items()))
 
 
 def cmd_compare_claims(args: argparse.Namespace) -> None:
@@ -213,7 +215,6 @@ def cmd_report(args: argparse.Namespace) -> None:
         Path(args.out),
         Path(args.template_dir),
         read_json(args.meta),
-        [Path(p) for p in args.tables],
         [Path(p) for p in args.figures],
         [Path(p) for p in args.data_info],
         [Path(p) for p in args.runs],
@@ -284,9 +285,13 @@ def parser() -> argparse.ArgumentParser:
     figure.set_defaults(func=cmd_figure)
 
     summary = steps.add_parser(
-        "statistics", help="an experiment's seed-tested trends, tau and weight-decay benefit"
+        "statistics",
+        help="an experiment's seed-tested trends, tau, weight-decay benefit and report tables",
     )
     summary.add_argument("--table", required=True, help="results/tables/<experiment>.csv")
+    summary.add_argument(
+        "--sweep", default="weight_decay", help="the experiment's swept axis (its tables' rows)"
+    )
     summary.add_argument("--out", required=True, help="results/statistics/<experiment>.json")
     summary.set_defaults(func=cmd_statistics)
 
@@ -308,7 +313,6 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--meta", required=True, help="results/run_config.json: experiment titles and config"
     )
-    report.add_argument("--tables", nargs="+", required=True)
     report.add_argument("--figures", nargs="+", required=True, help="<experiment>/<name>.svg files")
     report.add_argument(
         "--paper-config",
@@ -323,7 +327,9 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="<experiment>.json from `rankbias statistics`",
     )
-    report.add_argument("--template-dir", required=True)
+    report.add_argument(
+        "--template-dir", required=True, help="report/templates: the template and text.yaml"
+    )
     report.add_argument("--out", required=True)
     report.set_defaults(func=cmd_report)
     return top

@@ -90,7 +90,7 @@ def most_specific(error: ValidationError) -> ValidationError:
     return error
 
 
-def describe(error: ValidationError, source: str, root: dict) -> str:
+def error_text(error: ValidationError, source: str, root: dict) -> str:
     """One line: file, key path, what is wrong, what is allowed."""
     where = key_path(error.absolute_path)
     if error.validator == "additionalProperties":
@@ -115,7 +115,7 @@ def check_schema(document: Any, schema_path: str | Path, source: str) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path)))
     if errors:
-        lines = [describe(most_specific(error), source, schema) for error in errors]
+        lines = [error_text(most_specific(error), source, schema) for error in errors]
         raise ConfigError("\n".join(dict.fromkeys(lines)))
 
 

@@ -31,12 +31,18 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from rankbias.plan import FIGURE_KINDS, format_number  # noqa: E402
-from rankbias.registry import AXIS_LABEL, CONDITION, CONDITION_OPS  # noqa: E402
+from rankbias.registry import CONDITION, CONDITION_OPS  # noqa: E402
 from rankbias.storage import atomic_path  # noqa: E402
-from rankbias.summaries import with_derived  # noqa: E402
+from rankbias.summaries import (  # noqa: E402
+    add_setting,
+    hidden_layers,
+    ordered_settings,
+    value_text,
+    with_derived,
+)
 from rankbias.thresholds import RuleLine, lines_for  # noqa: E402
+from rankbias.vocabulary import AXIS_LABEL  # noqa: E402
 
-SETTING_AXES = ("depth", "width", "batch_size", "lr", "weight_decay", "wd_function")
 # W's rank beside that of its learned part W − s_T·W_0 (a fading init also lowers W's rank)
 RANK_PANELS = (
     "rank_galanti",
@@ -58,41 +64,13 @@ PAPER_A_PANELS = (
     "units_zero_input",
 )
 LOG_SCALE = {"eps_batch_max", "eps_rel", "thm26_ratio"}
+JITTER_SEED = 0  # the same tables draw the same figure, jitter included
 PALETTE = "viridis"  # ordered and colour-blind safe
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")  # tell neighbouring colours apart
 RULE_COLOR = "#007a5a"  # Okabe-Ito bluish green, darkened: rule lines and their labels
 PASS_FILL = "#009E73"  # the claim's passing side, shaded lightly
 # y axes that start at zero: counts, ranks, residuals and shares, where "no effect" is judged
 ZERO_BASED_PREFIXES = ("rank_", "effective_rank", "stable_rank", "residual_", "units_", "sv_above")
-
-
-def _label(axis: str, value) -> str:
-    return value if isinstance(value, str) else format_number(value)
-
-
-def add_setting(
-    frame: pd.DataFrame, sweep: str = "weight_decay", hue: str | None = None
-) -> pd.DataFrame:
-    """Label each row with its setting: data set + the axes other than `sweep` (and `hue`, when
-    the figure draws it as colours) that vary."""
-    varying = [
-        axis
-        for axis in SETTING_AXES
-        if axis not in (sweep, hue) and axis in frame and frame[axis].nunique() > 1
-    ]
-    frame = frame.copy()
-    frame["setting"] = frame["dataset"].astype(str)
-    for axis in varying:
-        frame["setting"] += f" {AXIS_LABEL[axis]}=" + frame[axis].map(
-            lambda value, axis=axis: _label(axis, value)
-        )
-    return frame
-
-
-def ordered_settings(frame: pd.DataFrame) -> list[str]:
-    """Setting labels in numeric order of their axes (B=16 before B=256), not as strings."""
-    axes = ["dataset", *(axis for axis in SETTING_AXES if axis in frame)]
-    return list(dict.fromkeys(frame.sort_values(axes, kind="stable")["setting"]))
 
 
 def figure_description(figure: plt.Figure) -> str:
@@ -404,7 +382,7 @@ def spectra_figure(
                 np.arange(1, curves.shape[1] + 1),
                 np.median(curves / curves[:, :1], axis=0),
                 color=colors[value],
-                label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
+                label=f"{AXIS_LABEL[sweep]}={value_text(value)}",
             )
         rank_bound = min(first.loc[first["setting"] == setting, ["rows", "cols"]].iloc[0])
         axis.set(
@@ -496,7 +474,7 @@ def metric_figure(
                     panel,
                     (0.7, len(grid) - 0.7),
                 )
-        axes[-1][col].set_xticks(range(len(grid)), [_label(sweep, v) for v in grid], rotation=45)
+        axes[-1][col].set_xticks(range(len(grid)), [value_text(v) for v in grid], rotation=45)
         axes[-1][col].set_xlabel(sweep)
     axes[0][0].legend(fontsize=7, frameon=False)
     figure.tight_layout()
@@ -535,7 +513,7 @@ def dynamics_figure(
                     color=colors[value],
                     marker=markers[value],
                     markersize=3.5,
-                    label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
+                    label=f"{AXIS_LABEL[sweep]}={value_text(value)}",
                 )
             rank = metric.startswith("effective_rank")
             axis.set(ylabel=metric + (f" (W{layer})" if rank else ""), title=setting * (row == 0))
@@ -547,12 +525,6 @@ def dynamics_figure(
     _legend(axes)
     figure.tight_layout()
     _save(figure, path)
-
-
-def hidden_layers(frame: pd.DataFrame) -> pd.DataFrame:
-    """Hidden-layer rows only (metrics tables or histories): Paper B ranks hidden layers; the
-    output layer W_L is reported apart."""
-    return frame[frame["layer"] < frame["depth"]]
 
 
 def _accuracy_metric(frame: pd.DataFrame) -> str:
@@ -607,7 +579,7 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str, lines: li
                         color=colors[value],
                         marker=markers[value],
                         markersize=3.5,
-                        label=f"{AXIS_LABEL[hue]}={_label(hue, value)}",
+                        label=f"{AXIS_LABEL[hue]}={value_text(value)}",
                     )
                     if sweep == "weight_decay" and 0 in grid and len(grid) > 1:
                         draw_effect(
@@ -625,7 +597,7 @@ def grid_figure(table: pd.DataFrame, path: Path, sweep: str, hue: str, lines: li
             axis.grid(alpha=0.3)
             draw_rules(axis, metric, lines, panel)
             note_trends(axis, metric, lines, here, [hue, sweep], panel)
-        axes[-1][col].set_xticks(range(len(grid)), [_label(sweep, v) for v in grid], rotation=45)
+        axes[-1][col].set_xticks(range(len(grid)), [value_text(v) for v in grid], rotation=45)
         axes[-1][col].set_xlabel(sweep)
     _legend(axes)
     figure.tight_layout()
@@ -691,8 +663,8 @@ def _heatmap(
     )
     for i, j in zip(*np.where(cells.isna().to_numpy()), strict=True):
         axis.text(j + 0.5, i + 0.5, "excl.", ha="center", va="center", fontsize=7)
-    axis.set_xticklabels([_label(sweep, v) for v in cells.columns], rotation=45)
-    axis.set_yticklabels([_label(hue, v) for v in cells.index], rotation=0)
+    axis.set_xticklabels([value_text(v) for v in cells.columns], rotation=45)
+    axis.set_yticklabels([value_text(v) for v in cells.index], rotation=0)
     axis.set(title=f"{title} (colour {limits[0]:g}–{limits[1]:.3g})", xlabel=sweep, ylabel=hue)
 
 
@@ -778,7 +750,7 @@ def bound_figure(
                 marker=markers[value],
                 s=14,
                 alpha=0.8,
-                label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
+                label=f"{AXIS_LABEL[sweep]}={value_text(value)}",
             )
         _mark_excluded(axis, excluded[bound], excluded[measured])
         if len(rows):
@@ -858,7 +830,7 @@ def norm_ratio_figure(
                     color=colors[value],
                     marker=markers[value],
                     markersize=3.5,
-                    label=f"{AXIS_LABEL[sweep]}={_label(sweep, value)}",
+                    label=f"{AXIS_LABEL[sweep]}={value_text(value)}",
                 )
             axis.axhline(1, color="0.4", linestyle=":", linewidth=1)
             axis.set(title=f"{setting}, W{layer}", ylabel="norm_ratio" if col == 0 else "")
@@ -922,7 +894,7 @@ def generalization_figure(
                 if classifier or line.where.get("loss") != "ce"
             ]
             draw_rules(axis, name, kept, settings.index(setting))
-        axis.set_xticks(range(len(grid)), [_label(sweep, v) for v in grid], rotation=45)
+        axis.set_xticks(range(len(grid)), [value_text(v) for v in grid], rotation=45)
         axis.set_xlabel(sweep)
         axis.grid(alpha=0.3)
     _legend(axes)
@@ -952,7 +924,7 @@ def rank_gap_figure(
                 color=colors[value],
                 marker=markers[value],
                 s=16,
-                label=f"wd={_label('weight_decay', value)}",
+                label=f"wd={value_text(value)}",
             )
         axis.set(title=setting, xlabel="effective_rank (W1)", ylabel="gap")
         axis.grid(alpha=0.3)
@@ -1020,7 +992,7 @@ def test_error_figure(
                 fontsize=6.5,
                 color=RULE_COLOR,
             )
-        axis.set_xticks(range(len(grid)), [_label("weight_decay", v) for v in grid], rotation=45)
+        axis.set_xticks(range(len(grid)), [value_text(v) for v in grid], rotation=45)
         axis.set(
             title=setting,
             xlabel="weight_decay",
@@ -1068,6 +1040,7 @@ def draw_figure(
     """One figure of one experiment; `kind` is one of plan.FIGURE_KINDS; `lines` are the rules
     that read this experiment (rankbias.thresholds.rule_lines), drawn where their metric is."""
     sns.set_theme(style="ticks", context="paper")
+    np.random.seed(JITTER_SEED)  # noqa: NPY002 - seaborn's strip-plot jitter draws from numpy's global RNG
     lines = list(lines)
     if kind == "spectra":
         spectra_figure(table, spectra, path, sweep)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rankbias.vocabulary import MODEL_AXES
+
 MEASURES = (
     "rank_galanti",
     "effective_rank",
@@ -25,7 +27,6 @@ MEASURES = (
     "bound_spectral",
 )
 VACUITY_BOUNDS = ("bound_grs", "bound_spectral")
-HYPER_AXES = ("batch_size", "lr", "weight_decay", "depth", "width", "wd_function", "dataset")
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
@@ -50,7 +51,7 @@ def models(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def granulated_tau(rows: pd.DataFrame, measure: str, target: str = "gap") -> float:
-    axes = [a for a in HYPER_AXES if a in rows and rows[a].nunique() > 1]
+    axes = [a for a in MODEL_AXES if a in rows and rows[a].nunique() > 1]
     per_axis = []
     for axis in axes:
         fixed = [a for a in (*axes, "seed") if a != axis and a in rows]

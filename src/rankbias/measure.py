@@ -17,9 +17,9 @@ from rankbias.bounds import model_bounds
 from rankbias.controls import PLATEAU_TOL, control_columns, plateau
 from rankbias.paper_a import KINK_TOL, applies, eps_batch, theorem_26, unit_states
 from rankbias.paper_b import bound_columns, norm_ratios
-from rankbias.registry import PLATEAU_METRICS
 from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
 from rankbias.train import DTYPES, lr_factor, member_decay_weights
+from rankbias.vocabulary import PLATEAU_METRICS
 
 COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
 COLLAPSE_R2 = 0.1  # train R² below which a regression net has collapsed

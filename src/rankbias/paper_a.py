@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from rankbias.models import backward, forward, losses_and_gradient
+from rankbias.vocabulary import UNIT_STATES
 
 EPS_SEED_OFFSET = 2_000_029  # eps batches are drawn apart from the training order
-UNIT_STATES = ("units_collapsed", "units_dead", "units_linear", "units_zero_input")
 COLLAPSE_TOL = 1e-6
 KINK_TOL = 1e-6  # metrics.kink_tol: |z_j(x)| below this share of the unit's scale
 EPS_SAMPLES = 512  # samples of mini-batches per forward pass in eps_batch (fastest of 128-4096)

@@ -13,7 +13,7 @@ import math
 import pandas as pd
 import torch
 
-from rankbias.registry import GALANTI_EPS
+from rankbias.vocabulary import GALANTI_EPS
 
 
 def galanti_bound(

@@ -12,8 +12,8 @@ import itertools
 from typing import Any
 
 from rankbias.data import GENERATED_SOURCES, SOURCES
+from rankbias.vocabulary import SHAPE_AXES
 
-SHAPE_AXES = ("depth", "width", "batch_size")
 # Figures an experiment may list under `figures` (drawn by rankbias.figures.draw_figure).
 FIGURE_KINDS = (
     "spectra",

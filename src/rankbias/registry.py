@@ -1,4 +1,5 @@
-"""The claim registry's vocabulary and its cross-checks: what a verdict rule may name.
+"""The claim registry's cross-checks: what a verdict rule may name (rankbias.vocabulary's
+columns and axes) and how.
 
 Light on purpose (no torch, no plotting): Snakemake imports it to check config/claims.yaml against
 the run's config before any job starts. Evaluating the rules is rankbias.claims' job.
@@ -10,97 +11,8 @@ import operator
 import re
 
 from rankbias.plan import FIGURE_KINDS
+from rankbias.vocabulary import GALANTI_EPS, HYPER_COLUMNS, METRICS, PLATEAU_METRICS
 
-GALANTI_EPS = (0.1, 0.3, 0.5)  # ε of Paper B's Theorem 3.3 evaluated (rankbias.paper_b)
-VERDICTS = ("supported", "contradicted", "mixed", "inconclusive")
-FINDINGS = ("borne out", "not borne out", "undecided", "context")  # of one concern
-# The setting axes and their short labels (case names, figure legends, scope sentences).
-AXIS_LABEL = {
-    "depth": "L",
-    "width": "H",
-    "batch_size": "B",
-    "lr": "lr",
-    "weight_decay": "wd",
-    "wd_function": "g",
-}
-# Rank and norm metrics of a weight matrix (rankbias.spectra), at the end and at logged epochs.
-SPECTRUM_METRICS = (
-    "fro_norm",
-    "spectral_norm",
-    "rank_galanti",
-    "rank_rel",
-    "rank_cut",
-    "stable_rank",
-    "effective_rank",
-    "residual_1",
-    "residual_2",
-)
-# Paper A's quantities, on first-layer rows of two-layer nets (rankbias.paper_a).
-PAPER_A_COLUMNS = (
-    "eps_batch_max",
-    "eps_batch_mean",
-    "eps_full",
-    "thm26_bound",
-    "thm26_ratio",
-    "dist_rank2",
-    "units_collapsed",
-    "units_dead",
-    "units_linear",
-    "units_zero_input",
-)
-# Model-level generalization bounds and the margin they use (rankbias.bounds).
-BOUND_COLUMNS = (
-    "bound_paramcount_full",
-    "bound_paramcount_rank2",
-    "bound_paramcount_rankr",
-    "bound_grs",
-    "margin_gamma",
-    "bound_spectral",
-)
-# The controls of science.md (rankbias.controls): what weight decay does besides learning low rank.
-CONTROL_COLUMNS = ("init_factor", "decay_horizon", "movement")
-LEARNED_METRICS = tuple(f"{name}_learned" for name in SPECTRUM_METRICS)  # of W_T − s_T·W_0
-LIVE_METRICS = tuple(f"{name}_live" for name in SPECTRUM_METRICS)  # V over its live units
-PLATEAU_METRICS = ("effective_rank", "effective_rank_learned", "residual_2", "train_loss")
-PLATEAU_COLUMNS = tuple(
-    f"{kind}_{name}" for name in PLATEAU_METRICS for kind in ("plateau_change", "plateaued")
-)
-# Computed by the verdict engine from measured columns (rankbias.summaries.with_derived).
-DERIVED_COLUMNS = ("eps_rel", "units_switching", "test_error", "val_error")
-# Columns of results/tables/<experiment>.csv a check may name as `metric` or `relative_to`.
-METRICS = (
-    "train_loss",
-    "val_loss",
-    "test_loss",
-    "train_acc",
-    "val_acc",
-    "test_acc",
-    "train_r2",
-    "gap",
-    *SPECTRUM_METRICS,
-    *LEARNED_METRICS,
-    *CONTROL_COLUMNS,
-    *PLATEAU_COLUMNS,
-    *(f"{name}_{eps}" for eps in GALANTI_EPS for name in ("galanti_bound", "sv_above", "rank_eps")),
-    *PAPER_A_COLUMNS,
-    *LIVE_METRICS,
-    *BOUND_COLUMNS,
-    "norm_ratio",
-    "steps",
-    *DERIVED_COLUMNS,
-)
-HYPER_COLUMNS = (
-    "dataset",
-    "loss",
-    "depth",
-    "width",
-    "batch_norm",
-    "batch_size",
-    "epochs",
-    "lr",
-    "weight_decay",
-    "wd_function",
-)
 COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 CONDITION = re.compile(r"^\s*(<=|>=|<|>|==|!=)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 CONDITION_OPS = {**COMPARISONS, "==": operator.eq, "!=": operator.ne}

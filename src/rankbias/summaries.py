@@ -1,13 +1,17 @@
 """The statistics tables of one experiment (`results/statistics/<experiment>.json`): what the
 report shows beside the verdicts, computed once by the workflow's `statistics` rule so the report
-only renders. Seeds are samples here too (science.md, principle 3):
+only renders (it never reads results/tables/). Seeds are samples here too (science.md,
+principle 3):
 
 - `trends`: per hidden layer (W1 of a two-layer net), swept axis, rank metric and slice (every
   other axis fixed), the seed-combined Spearman trend (rankbias.statistics.trend_test) with its
   p-value in each direction and how far the rank moves over the grid;
 - `tau`: Kendall's τ (and granulated τ) of each measure with the gap over the healthy models;
 - `wd_benefit`: per matched setting, the wd > 0 with the lowest mean validation error against
-  wd = 0, paired by seed on the test error: effect, 95 % interval and one-sided p.
+  wd = 0, paired by seed on the test error: effect, 95 % interval and one-sided p;
+- `tables`: medians over seeds per setting and swept value (`median_rows`) for each column group
+  of rankbias.vocabulary, members per regime, the settings, members per status, the excluded
+  members, and the experiment's `scope` (the values of its axes).
 """
 
 from __future__ import annotations
@@ -17,11 +21,31 @@ import pandas as pd
 
 from rankbias import statistics
 from rankbias.generalization import tau_table
-from rankbias.registry import AXIS_LABEL, HYPER_COLUMNS
+from rankbias.plan import format_number
+from rankbias.vocabulary import (
+    AXIS_LABEL,
+    GENERALIZATION_TABLE_COLUMNS,
+    HYPER_COLUMNS,
+    LEARNED_TABLE_COLUMNS,
+    PAPER_A_COLUMNS,
+    PAPER_B_TABLE_COLUMNS,
+    RANK_TABLE_COLUMNS,
+    SETTING_AXES,
+    TREND_AXES,
+)
 
-TREND_AXES = ("batch_size", "lr", "weight_decay", "depth")
 TREND_METRICS = ("effective_rank", "effective_rank_learned", "rank_galanti")
 MIN_POINTS = 3  # a rank correlation over two points is always ±1
+LARGE_T_HORIZON = 3.0  # h >= 3: the init below 5 % (Paper B's "large T", science.md)
+MOVED = 0.05  # movement >= 0.05: the weights moved ("no effect" claims need it)
+MEDIAN_TABLES = {  # report table -> (its columns, which layers)
+    "rank": (RANK_TABLE_COLUMNS, "model"),
+    "learned": (LEARNED_TABLE_COLUMNS, "model"),
+    "paper_a": (PAPER_A_COLUMNS, "first"),
+    "generalization": (GENERALIZATION_TABLE_COLUMNS, "first"),
+    "paper_b": (PAPER_B_TABLE_COLUMNS, "model"),
+    "output": (RANK_TABLE_COLUMNS[4:], "output"),
+}
 
 
 def with_derived(table: pd.DataFrame) -> pd.DataFrame:
@@ -36,6 +60,181 @@ def with_derived(table: pd.DataFrame) -> pd.DataFrame:
     if {"units_dead", "units_linear"} <= set(table):
         table["units_switching"] = 1 - table["units_dead"] - table["units_linear"]
     return with_errors(table)
+
+
+def value_text(value) -> str:
+    """An axis value as a label: strings as they are, numbers by plan.format_number."""
+    return value if isinstance(value, str) else format_number(value)
+
+
+def add_setting(
+    frame: pd.DataFrame, sweep: str = "weight_decay", hue: str | None = None
+) -> pd.DataFrame:
+    """Label each row with its setting: data set + the axes other than `sweep` (and `hue`, when
+    a figure draws it as colours) that vary."""
+    varying = [
+        axis
+        for axis in SETTING_AXES
+        if axis not in (sweep, hue) and axis in frame and frame[axis].nunique() > 1
+    ]
+    frame = frame.copy()
+    frame["setting"] = frame["dataset"].astype(str)
+    for axis in varying:
+        frame["setting"] += f" {AXIS_LABEL[axis]}=" + frame[axis].map(value_text)
+    return frame
+
+
+def ordered_settings(frame: pd.DataFrame) -> list[str]:
+    """Setting labels in numeric order of their axes (B=16 before B=256), not as strings."""
+    axes = ["dataset", *(axis for axis in SETTING_AXES if axis in frame)]
+    return list(dict.fromkeys(frame.sort_values(axes, kind="stable")["setting"]))
+
+
+def hidden_layers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Hidden-layer rows only (metrics tables or histories): Paper B ranks hidden layers; the
+    output layer W_L is reported apart."""
+    return frame[frame["layer"] < frame["depth"]]
+
+
+def is_deep(table: pd.DataFrame) -> bool:
+    """Deeper than Paper A's two layers, or batch-normalised: Paper B's networks."""
+    return bool((table["depth"] > 2).any() or table.get("batch_norm", pd.Series(False)).any())
+
+
+def _cell(value):
+    """A table value for JSON: NaN -> None, ±inf -> "∞"/"−∞" (what the report prints)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, float) and np.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return value
+
+
+def median_rows(
+    table: pd.DataFrame, columns: tuple[str, ...], sweep: str, layers: str = "first"
+) -> list[dict]:
+    """Median over seeds per (setting, swept value[, layer]) of the members that trained normally.
+
+    `layers`: "first" (W1 only, Paper A's V), "hidden" (every hidden layer, a row each),
+    "output" (the last layer, which Paper B reports apart) or "model" (hidden for Paper B's
+    networks, `is_deep`, first otherwise)."""
+    if layers == "model":
+        layers = "hidden" if is_deep(table) else "first"
+    if layers == "first":
+        rows_in = table[table["layer"] == 1]
+    elif layers == "hidden":
+        rows_in = hidden_layers(table)
+    else:
+        rows_in = table[table["layer"] == table["depth"]]
+    rows_in = add_setting(rows_in, sweep)
+    columns = tuple(c for c in columns if c in rows_in and rows_in[c].notna().any())
+    keys = ["setting", sweep] + (["layer"] if layers == "hidden" else [])
+    # settings in numeric order of their axes (B=16 before B=256), then the swept value, then layer
+    order = ["dataset", *(a for a in SETTING_AXES if a != sweep and a in rows_in), sweep, "layer"]
+    rows_in = rows_in.sort_values(order, kind="stable")
+    rows = []
+    for key, group in rows_in.groupby(keys, sort=False):
+        ok = group[group["status"] == "ok"]
+        row = {
+            "setting": key[0],
+            sweep: value_text(key[1]),
+            **({"layer": f"W{key[2]}"} if layers == "hidden" else {}),
+            "ok / runs": f"{len(ok)}/{len(group)}",
+        }
+        for column in columns:
+            row[column] = _cell(ok[column].median()) if len(ok) else None
+        rows.append(row)
+    return rows if columns else []
+
+
+def regime_rows(table: pd.DataFrame) -> list[dict]:
+    """Per setting, how many members are in each claim's regime (first layer's rows; every
+    member counted once): trained normally, plateaued, decay horizon >= 3, moved. Empty for
+    tables without the controls (written by an older version)."""
+    if not {"decay_horizon", "movement"} <= set(table):
+        return []
+    rows_in = add_setting(table[table["layer"] == 1], "weight_decay")
+    rows = []
+    for setting, group in rows_in.groupby("setting", sort=False):
+        plateaued = group.get("plateaued_effective_rank", pd.Series(np.nan, group.index))
+        rows.append(
+            {
+                "setting": setting,
+                "members": len(group),
+                "ok": int((group["status"] == "ok").sum()),
+                "plateaued (effective_rank)": int((plateaued == 1).sum()),
+                "plateau undecided": int(plateaued.isna().sum()),
+                f"h ≥ {LARGE_T_HORIZON:g}": int((group["decay_horizon"] >= LARGE_T_HORIZON).sum()),
+                f"moved ≥ {MOVED:g}": int((group["movement"] >= MOVED).sum()),
+            }
+        )
+    return rows
+
+
+def _values(column: pd.Series) -> str:
+    return ", ".join(value_text(value) for value in sorted(column.unique()))
+
+
+def settings_rows(table: pd.DataFrame) -> list[dict]:
+    """Per data set, the values every axis takes (the experiment's settings table)."""
+    first = table[table["layer"] == 1]
+    rows = []
+    for dataset, group in first.groupby("dataset"):
+        rows.append(
+            {
+                "data set": dataset,
+                "loss": ", ".join(sorted(group["loss"].unique())),
+                "depth L": _values(group["depth"]),
+                "width H": _values(group["width"]),
+                "batch norm": _values(group["batch_norm"].map({True: "yes", False: "no"}))
+                if "batch_norm" in group
+                else "no",
+                "batch B": _values(group["batch_size"]),
+                "epochs": _values(group["epochs"]),
+                "lr": _values(group["lr"]),
+                "weight decay": _values(group["weight_decay"]),
+                "V decay g": _values(group["wd_function"]),
+                "seeds": _values(group["seed"]),
+                "members": len(group),
+            }
+        )
+    return rows
+
+
+SCOPE_COLUMNS = ("dataset", "depth", "width", "epochs", "steps", "weight_decay", "seed")
+
+
+def scope_values(table: pd.DataFrame) -> dict:
+    """The distinct values of the axes the report's scope box states, and the member count."""
+    first = table[table["layer"] == 1]
+    values = {
+        column: [_cell(v) for v in sorted(first[column].dropna().unique())]
+        for column in SCOPE_COLUMNS
+        if column in first
+    }
+    return {**values, "members": len(first)}
+
+
+def report_tables(table: pd.DataFrame, sweep: str) -> dict:
+    """Every table of the experiment's report section except the statistics tests'."""
+    first = table[table["layer"] == 1]
+    excluded = first[first["status"] != "ok"]
+    members = ["group", "member", "seed", "lr", "weight_decay", "status", "status_reason"]
+    return {
+        "sweep": sweep,
+        "deep": is_deep(table),
+        **{
+            name: median_rows(table, columns, sweep, layers)
+            for name, (columns, layers) in MEDIAN_TABLES.items()
+        },
+        "regime": regime_rows(table),
+        "settings": settings_rows(table),
+        "counts": {k: int(v) for k, v in first["status"].value_counts().items()},
+        "excluded": _plain(excluded[[c for c in members if c in first]].to_dict(orient="records")),
+        "scope": scope_values(table),
+    }
 
 
 def _healthy(table: pd.DataFrame) -> pd.DataFrame:
@@ -173,10 +372,12 @@ def _plain(records: list[dict]) -> list[dict]:
     return out
 
 
-def experiment_statistics(table: pd.DataFrame) -> dict:
-    """Everything `results/statistics/<experiment>.json` holds."""
+def experiment_statistics(table: pd.DataFrame, sweep: str = "weight_decay") -> dict:
+    """Everything `results/statistics/<experiment>.json` holds; `sweep`: the experiment's swept
+    axis (its tables' rows)."""
     return {
         "trends": _plain(trend_rows(table)),
         "tau": _plain(tau_table(table).to_dict(orient="records")),
         "wd_benefit": _plain(wd_benefit_rows(table)),
+        "tables": report_tables(table, sweep),
     }

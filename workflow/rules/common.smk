@@ -3,6 +3,7 @@ import json
 import os
 import sys
 
+import yaml
 from snakemake.exceptions import WorkflowError
 
 # The workflow and its jobs use the rankbias package of this checkout, installed or not: jobs in
@@ -42,6 +43,8 @@ DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
 # Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.
 REPORT_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "index.html.j2")
 FIGURE_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "figure.html.j2")
+# The report's prose beside its template: figure captions, table notes, metric definitions.
+REPORT_TEXT = os.path.join(workflow.basedir, "report", "templates", "text.yaml")
 # The paper-scale config the report's scope box compares this run with.
 PAPER_CONFIG = os.path.join(workflow.basedir, "config", "paper.yaml")
 
@@ -138,6 +141,13 @@ def experiment_subjects(wildcards):
     """Params function: the claims and concerns whose rules read this experiment (their
     thresholds are drawn on its figures)."""
     return config["experiments"][wildcards.experiment].get("claims", [])
+
+
+def figure_caption(wildcards):
+    """Params function of `figure`: the kind's title and caption from report/templates/text.yaml,
+    the same words the HTML report prints (report/figure.rst shows them in `snakemake --report`)."""
+    with open(REPORT_TEXT) as handle:
+        return yaml.safe_load(handle)["figures"][wildcards.figure]
 
 
 def figure_files():

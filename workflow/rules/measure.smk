@@ -54,5 +54,6 @@ rule figure:
         sweep=experiment_axis("sweep", "weight_decay"),
         hue=experiment_axis("hue", "batch_size"),
         subjects=experiment_subjects,
+        caption=figure_caption,
     shell:
         "python -m rankbias figure --kind {wildcards.figure} --table {input.table} --history {input.history} --spectra {input.spectra} --registry {input.registry:q} --experiment {wildcards.experiment} --subjects {params.subjects} --out {output.svg} --sweep {params.sweep} --hue {params.hue} > {log} 2>&1"

@@ -11,8 +11,10 @@ rule statistics:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        sweep=experiment_axis("sweep", "weight_decay"),
     shell:
-        "python -m rankbias statistics --table {input.table} --out {output.json} > {log} 2>&1"
+        "python -m rankbias statistics --table {input.table} --sweep {params.sweep} --out {output.json} > {log} 2>&1"
 
 
 rule run_config:
@@ -54,7 +56,6 @@ rule claims:
 
 rule report:
     input:
-        tables=expand("results/tables/{experiment}.csv", experiment=EXPERIMENTS),
         figures=figure_files(),
         data_info=expand("results/data/{dataset}.json", dataset=DATASETS),
         runs=[f"results/runs/{experiment}/{group}/result.json" for experiment, group in JOBS],
@@ -63,6 +64,7 @@ rule report:
         statistics=expand("results/statistics/{experiment}.json", experiment=EXPERIMENTS),
         template=REPORT_TEMPLATE,
         figure_template=FIGURE_TEMPLATE,
+        text=REPORT_TEXT,
         paper_config=PAPER_CONFIG,
     output:
         html=report(
@@ -82,4 +84,4 @@ rule report:
     params:
         template_dir=subpath(input.template, parent=True),
     shell:
-        "python -m rankbias report --meta {input.meta} --tables {input.tables} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --statistics {input.statistics} --paper-config {input.paper_config:q} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
+        "python -m rankbias report --meta {input.meta} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --statistics {input.statistics} --paper-config {input.paper_config:q} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
