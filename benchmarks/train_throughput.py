@@ -1,15 +1,19 @@
-"""Training throughput: rankbias's ensemble trainer against the textbook loop, in one run.
+"""Training throughput: rankbias's ensemble trainer against autograd and the textbook loop.
 
     python benchmarks/train_throughput.py                 # three regimes, ~25 minutes on 2 cores
     python benchmarks/train_throughput.py --workflow      # + the default audit under /usr/bin/time
     python benchmarks/train_throughput.py --workflow-only --keep results/audit  # the audit alone
 
 For each regime the same models (same architecture, data, batch size, learning rates, weight
-decays, number of steps) are trained by both methods, each in a fresh process so that its peak
+decays, number of steps) are trained by every method, each in a fresh process so that its peak
 memory is its own, five times (`--repeats`), alternating the methods; the median repeat counts
 and the spread is kept:
   - `ensemble`: rankbias.train.train_ensemble, every member stepping together (batched matmuls,
     fused manual backward), timed over its SGD steps (`steps_s`);
+  - `autograd` and `func`: the same stacked members, exact decay and data order, the gradient
+    from `losses.sum().backward()` or torch.func's vmap(grad) instead of the manual backward
+    (`run_autograd`); the manual backward stays only if it is KEEP_MANUAL_AT (1.2×) faster than
+    the better of the two in the compute-bound and the mixed regime (`backward_decision`);
   - `reference`: one model at a time, `nn.Sequential` + `torch.optim.SGD(momentum=0,
     weight_decay=wd)` + a shuffling `DataLoader` over a `TensorDataset` (Paper B's public code's
     pattern), on a subset of the members (per-model cost does not depend on the others).
@@ -19,7 +23,8 @@ in the same process just before and just after the training (the roofline, susta
 this shared machine's speed drifts, so each repeat is compared with its own), the measurement stage
 (rankbias.measure.measure_job: SVDs, eps_batch, bounds) as a fraction of training time, and peak
 RSS of the training (the roofline probe's matrices excluded). Results:
-benchmarks/results/throughput.csv and .md; with --workflow also workflow.json and paper_cost.md.
+benchmarks/results/throughput.csv and .md, backward_decision.json; with --workflow also
+workflow.json and paper_cost.md.
 """
 
 from __future__ import annotations

@@ -139,19 +139,13 @@ def generalization_columns(
     return {name: torch.where(finite, value, float("nan")) for name, value in columns.items()}
 
 
-def measure_job(
-    spec: dict,
-    final_weights: dict[str, np.ndarray],
-    init_weights: dict[str, np.ndarray],
-    history: pd.DataFrame,
-    diverged_epoch: np.ndarray,
-    arrays: dict[str, np.ndarray],
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Tidy metrics table and spectra {"W{layer}": [M, r]} for one training job."""
+def member_rows(
+    spec: dict, history: pd.DataFrame, diverged_epoch: np.ndarray, arrays: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """One row per member: its hyper-parameters, final losses, gap and status (every layer's
+    row repeats them)."""
     y_train = arrays["y_train"]
-    depth, loss = spec["depth"], spec["loss"]
-    settings = spec.get("metrics", {})
-    tolerances = rank_tolerances(settings)
+    loss = spec["loss"]
     at_end = history[history["epoch"] == history["epoch"].max()].sort_values("member")
     last = at_end[at_end["layer"] == 1].reset_index(drop=True)
     const_loss = constant_predictor_loss(y_train, loss)
@@ -161,13 +155,13 @@ def measure_job(
         gap = (1 - last["test_acc"]) - (1 - last["train_acc"])
     else:
         gap = last["test_loss"] - last["train_loss"]
-    base = pd.DataFrame(
+    return pd.DataFrame(
         {
             "experiment": spec["experiment"],
             "group": spec["group"],
             "dataset": spec["dataset"],
             "loss": loss,
-            "depth": depth,
+            "depth": spec["depth"],
             "width": spec["width"],
             "batch_norm": bool(spec.get("batch_norm", False)),
             "batch_size": spec["batch_size"],
@@ -192,40 +186,73 @@ def measure_job(
             "status_reason": reason,
         }
     )
-    frames, spectra = [], {}
-    last_epoch = int(history["epoch"].max())
+
+
+def layer_rows(
+    spec: dict,
+    layer: int,
+    members: pd.DataFrame,
+    final_weights: dict[str, np.ndarray],
+    init_weights: dict[str, np.ndarray],
+    layer_end: pd.DataFrame,
+    arrays: dict[str, np.ndarray],
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Layer `layer`'s rows (the member rows plus its rank metrics, Paper B's bounds, the
+    controls, and Paper A's columns on V) and its singular values [M, r]. `layer_end`: the
+    layer's history rows at the last epoch (its init factor and decay horizon)."""
+    tolerances = rank_tolerances(spec.get("metrics", {}))
+    last_epoch = int(layer_end["epoch"].max())
     final_lr = torch.tensor([m["lr"] for m in spec["members"]]) * lr_factor(spec, last_epoch)
     weight_decay = torch.tensor([m["weight_decay"] for m in spec["members"]])
-    for layer in range(1, depth + 1):
-        weights = torch.as_tensor(final_weights[f"W{layer}"], dtype=torch.float64)
-        sigma = torch.linalg.svdvals(torch.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0))
-        sigma[~torch.isfinite(weights).all(dim=(1, 2))] = float("nan")
-        spectra[f"W{layer}"] = sigma.numpy()
-        metrics = rank_metrics(sigma, **tolerances)
-        frame = base.copy()
-        frame["layer"] = layer
-        frame["is_output"] = layer == depth
-        frame["rows"], frame["cols"] = weights.shape[1], weights.shape[2]
-        for name, value in metrics.items():
+    weights = torch.as_tensor(final_weights[f"W{layer}"], dtype=torch.float64)
+    finite = torch.isfinite(weights).all(dim=(1, 2))
+    cleaned = torch.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0)
+    sigma = torch.linalg.svdvals(cleaned)
+    sigma[~finite] = float("nan")
+    metrics = rank_metrics(sigma, **tolerances)
+    frame = members.copy()
+    frame["layer"] = layer
+    frame["is_output"] = layer == spec["depth"]
+    frame["rows"], frame["cols"] = weights.shape[1], weights.shape[2]
+    for name, value in metrics.items():
+        frame[name] = value.numpy()
+    for name, value in bound_columns(sigma, spec["batch_size"], final_lr, weight_decay).items():
+        frame[name] = value.numpy()
+    controls = control_columns(
+        cleaned,
+        torch.as_tensor(init_weights[f"W{layer}"], dtype=torch.float64),
+        torch.tensor(layer_end["init_factor"].to_numpy()),
+        torch.tensor(layer_end["decay_horizon"].to_numpy()),
+        tolerances,
+    )
+    for name, value in controls.items():
+        frame[name] = torch.where(finite, value.double(), float("nan")).numpy()
+    if layer == 1 and applies(spec):
+        for name, value in paper_a_columns(
+            spec, final_weights, arrays, metrics["fro_norm"], metrics["residual_2"]
+        ).items():
             frame[name] = value.numpy()
-        for name, value in bound_columns(sigma, spec["batch_size"], final_lr, weight_decay).items():
-            frame[name] = value.numpy()
+    return frame, sigma.numpy()
+
+
+def measure_job(
+    spec: dict,
+    final_weights: dict[str, np.ndarray],
+    init_weights: dict[str, np.ndarray],
+    history: pd.DataFrame,
+    diverged_epoch: np.ndarray,
+    arrays: dict[str, np.ndarray],
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Tidy metrics table and spectra {"W{layer}": [M, r]} for one training job: `layer_rows`
+    for every layer, the model-level generalization columns, norm ratios and plateaus."""
+    members = member_rows(spec, history, diverged_epoch, arrays)
+    at_end = history[history["epoch"] == history["epoch"].max()].sort_values("member")
+    frames, spectra = [], {}
+    for layer in range(1, spec["depth"] + 1):
         layer_end = at_end[at_end["layer"] == layer]
-        controls = control_columns(
-            torch.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0),
-            torch.as_tensor(init_weights[f"W{layer}"], dtype=torch.float64),
-            torch.tensor(layer_end["init_factor"].to_numpy()),
-            torch.tensor(layer_end["decay_horizon"].to_numpy()),
-            tolerances,
+        frame, spectra[f"W{layer}"] = layer_rows(
+            spec, layer, members, final_weights, init_weights, layer_end, arrays
         )
-        finite = torch.isfinite(weights).all(dim=(1, 2))
-        for name, value in controls.items():
-            frame[name] = torch.where(finite, value.double(), float("nan")).numpy()
-        if layer == 1 and applies(spec):
-            for name, value in paper_a_columns(
-                spec, final_weights, arrays, metrics["fro_norm"], metrics["residual_2"]
-            ).items():
-                frame[name] = value.numpy()
         frames.append(frame)
     first_rank = torch.tensor(frames[0]["rank_galanti"].to_numpy())
     for name, value in generalization_columns(spec, final_weights, arrays, first_rank).items():
@@ -233,7 +260,7 @@ def measure_job(
             frame[name] = value.numpy()
     table = pd.concat(frames, ignore_index=True)
     table = table.merge(norm_ratios(history), on=["member", "layer"], how="left")
-    tolerance = settings.get("plateau_tol", PLATEAU_TOL)
+    tolerance = spec.get("metrics", {}).get("plateau_tol", PLATEAU_TOL)
     for metric in PLATEAU_METRICS:
         table = table.merge(plateau(history, metric, tolerance), on=["member", "layer"])
     return table, spectra
