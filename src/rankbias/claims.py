@@ -1045,6 +1045,88 @@ def stability(
     return result
 
 
+def check_record(item: dict, results: list, alpha: float) -> dict:
+    """One check of a subject as claims.json holds it: its rule in words, every case's record,
+    the counts, the check's own verdict and scope, and the statistic it reads."""
+    records = []
+    for case, outcome in zip(item["cases"], results, strict=True):
+        record = _case_record(case, outcome)
+        record["design_powered"] = _design_powered(outcome)
+        records.append(record)
+    check_verdict = verdict_of([r["outcome"] for r in records])
+    return {
+        "rule": rule_text(item["check"]),
+        "explain": item["check"].get("explain", ""),
+        "role": item["check"].get("role", "decides"),
+        "check": item["check"],
+        "experiments": item["experiments"],
+        "cases": records,
+        "counts": dict(Counter(r["outcome"] for r in records)),
+        "verdict": check_verdict,
+        "scope": scope(records) if check_verdict == "mixed" else None,
+        "statistic": statistic_words(item["check"]),
+        "needs": needs_words(item["check"], alpha),
+        "observed": values_words(item["check"], records),
+    }
+
+
+def subject_record(
+    subject: Subject,
+    outcomes: list,
+    judged: tuple,
+    steady: dict,
+    context: dict,
+) -> dict:
+    """One claim's or concern's record: its checks, counts, scope, stability and case closest
+    to flipping, then the claim's (paper, verdict, evidence, excluded members) or the concern's
+    (reviewers, finding) own fields. `context`: registry, by_claim, tables and alpha."""
+    verdict, headline, _ = judged
+    alpha, entry = context["alpha"], subject.entry
+    checks = [
+        check_record(item, results, alpha)
+        for item, results in zip(subject.checks, outcomes, strict=True)
+    ]
+    used = list(dict.fromkeys(e for item in subject.checks for e in item["experiments"]))
+    deciding = [c for ch in checks if ch["role"] == "decides" for c in ch["cases"]]
+    record = {
+        "id": entry["id"],
+        "checks": checks,
+        "experiments": used,
+        "stability": steady,
+        "counts": dict(Counter(c["outcome"] for c in deciding)),
+        "reachable": reachable_outcomes(checks),
+        "scope": scope(deciding) if verdict == "mixed" else None,
+        "flip": closest_to_flipping(subject, outcomes, alpha),
+    }
+    if subject.kind == "concern":
+        return record | {
+            "reviewers": entry["reviewers"],
+            "concern": entry["concern"],
+            "context": entry.get("context", ""),
+            "borne_out_when": entry.get("borne_out_when", "supported"),
+            "borne_out_share": entry.get("borne_out_share", 0.5),
+            "verdict": verdict,
+            "finding": headline,
+            "evidence": evidence_line(checks) if entry.get("checks") else "",
+        }
+    registry = context["registry"]
+    bears = context["by_claim"].get(entry["id"]) or used
+    return record | {
+        "paper": entry["paper"],
+        "source": entry["source"],
+        "claim": entry["claim"],
+        "note": entry.get("note", ""),
+        "paper_setting": entry.get("paper_setting", ""),
+        "concerns": [{"id": c, **_concern_text(registry, c)} for c in entry["concerns"]],
+        "figures": entry.get("figures", []),
+        "verdict": verdict,
+        "shown_verdict": verdict if steady["stable"] else "unstable",
+        "scope_note": _scope_note(steady),
+        "evidence": evidence_line(checks) if bears else "no experiment of this config bears on it",
+        "excluded": excluded_members(context["tables"], used),
+    }
+
+
 def evaluate_claims(
     registry: dict,
     config: dict,
@@ -1060,78 +1142,18 @@ def evaluate_claims(
     outcomes_of = [subject.outcomes() for subject in subjects]
     judged = [s.judge(o) for s, o in zip(subjects, outcomes_of, strict=True)]
     stable = stability(subjects, judged, tables, resamples, RESAMPLE_SEED)
-    by_claim = claim_experiments(registry, config)
+    context = {
+        "registry": registry,
+        "by_claim": claim_experiments(registry, config),
+        "tables": tables,
+        "alpha": alpha,
+    }
     out = {"papers": registry["papers"], "claims": [], "concerns": [], "alpha": alpha}
-    for subject, outcomes, (verdict, headline, _), steady in zip(
+    for subject, outcomes, verdict, steady in zip(
         subjects, outcomes_of, judged, stable, strict=True
     ):
-        checks, used = [], []
-        for item, results in zip(subject.checks, outcomes, strict=True):
-            records = []
-            for case, outcome in zip(item["cases"], results, strict=True):
-                record = _case_record(case, outcome)
-                record["design_powered"] = _design_powered(outcome)
-                records.append(record)
-            used += [e for e in item["experiments"] if e not in used]
-            check_verdict = verdict_of([r["outcome"] for r in records])
-            checks.append(
-                {
-                    "rule": rule_text(item["check"]),
-                    "explain": item["check"].get("explain", ""),
-                    "role": item["check"].get("role", "decides"),
-                    "check": item["check"],
-                    "experiments": item["experiments"],
-                    "cases": records,
-                    "counts": dict(Counter(r["outcome"] for r in records)),
-                    "verdict": check_verdict,
-                    "scope": scope(records) if check_verdict == "mixed" else None,
-                    "statistic": statistic_words(item["check"]),
-                    "needs": needs_words(item["check"], alpha),
-                    "observed": values_words(item["check"], records),
-                }
-            )
-        deciding = [c for ch in checks if ch["role"] == "decides" for c in ch["cases"]]
-        entry = subject.entry
-        record = {
-            "id": entry["id"],
-            "checks": checks,
-            "experiments": used,
-            "stability": steady,
-            "counts": dict(Counter(c["outcome"] for c in deciding)),
-            "reachable": reachable_outcomes(checks),
-            "scope": scope(deciding) if verdict == "mixed" else None,
-            "flip": closest_to_flipping(subject, outcomes, alpha),
-        }
-        if subject.kind == "claim":
-            record |= {
-                "paper": entry["paper"],
-                "source": entry["source"],
-                "claim": entry["claim"],
-                "note": entry.get("note", ""),
-                "paper_setting": entry.get("paper_setting", ""),
-                "concerns": [{"id": c, **_concern_text(registry, c)} for c in entry["concerns"]],
-                "figures": entry.get("figures", []),
-                "verdict": verdict,
-                "shown_verdict": verdict if steady["stable"] else "unstable",
-                "scope_note": _scope_note(steady),
-                "evidence": evidence_line(checks)
-                if by_claim.get(entry["id"]) or used
-                else "no experiment of this config bears on it",
-                "excluded": excluded_members(tables, used),
-            }
-            out["claims"].append(record)
-        else:
-            record |= {
-                "reviewers": entry["reviewers"],
-                "concern": entry["concern"],
-                "context": entry.get("context", ""),
-                "borne_out_when": entry.get("borne_out_when", "supported"),
-                "borne_out_share": entry.get("borne_out_share", 0.5),
-                "verdict": verdict,
-                "finding": headline,
-                "evidence": evidence_line(checks) if entry.get("checks") else "",
-            }
-            out["concerns"].append(record)
+        record = subject_record(subject, outcomes, verdict, steady, context)
+        out["claims" if subject.kind == "claim" else "concerns"].append(record)
     answered: dict[str, list[str]] = {}
     for claim in out["claims"]:
         for concern in claim["concerns"]:
