@@ -6,8 +6,9 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from rankbias.figures import RANK_PANELS, add_setting, draw_figure
+from rankbias.figures import RANK_PANELS, draw_figure
 from rankbias.plan import FIGURE_KINDS
+from rankbias.summaries import add_setting
 
 
 def synthetic_table() -> tuple[pd.DataFrame, pd.DataFrame, dict]:
