@@ -57,7 +57,10 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert "The output layer, reported apart" in html and "Seed-combined Spearman trend" in html
     assert "How sure are we?" in html and "seed resamples agree" in html
     statistics = json.loads((workdir / "results" / "statistics" / "tiny_deep.json").read_text())
-    assert set(statistics) == {"trends", "tau", "wd_benefit"}
+    assert set(statistics) == {"trends", "tau", "wd_benefit", "tables"}
+    tables = statistics["tables"]  # what the report renders instead of reading results/tables
+    assert tables["deep"] and tables["output"] and tables["settings"]
+    assert tables["scope"]["members"] == sum(tables["counts"].values())
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert html.count("<script") == 1 and "<script src" not in html and "<link" not in html
     table = pd.read_csv(workdir / "results" / "tables" / "tiny.csv")
@@ -110,11 +113,10 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     snakemake(workdir, "--report", "report.zip")
     with zipfile.ZipFile(workdir / "report.zip") as bundle:
         names = bundle.namelist()
-        bundled = "".join(
-            bundle.read(name).decode(errors="ignore") for name in names if name.endswith(".js")
-        )
+        bundled = bundle.read(next(n for n in names if n.endswith("report.html"))).decode()
     words = yaml.safe_load((ROOT / "report" / "templates" / "text.yaml").read_text())
     assert words["figures"]["spectra"]["title"] in bundled  # one caption, both reports
+    assert "system-message" not in bundled  # every caption is valid reStructuredText
     assert any(name.endswith("spectra.svg") for name in names)
     assert any(name.endswith("index.html") for name in names)
     assert any(name.endswith("claims.json") for name in names)
