@@ -7,6 +7,7 @@ restart it until it finishes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -22,7 +23,7 @@ import pytest
 from test_train import MEMBERS, spec_for, toy_arrays
 
 from rankbias import checkpoint, data
-from rankbias.checkpoint import CHECKPOINT, Checkpointer, spec_digest
+from rankbias.checkpoint import CHECKPOINT, Checkpointer, array_digest, spec_digest
 from rankbias.stop_signals import Preempted
 from rankbias.storage import read_json
 from rankbias.train import train_ensemble
@@ -93,12 +94,57 @@ def test_a_checkpoint_of_another_spec_or_unreadable_is_not_resumed(tmp_path):
     assert_same_result(
         train_ensemble(spec, arrays, checkpointer=fresh, log=lambda _: None), reference
     )
-    assert "belongs to another job spec or code" in messages[-1]
+    assert "belongs to another job spec, data set or code" in messages[-1]
     (tmp_path / CHECKPOINT).write_bytes(b"truncated")
     assert_same_result(
         train_ensemble(spec, arrays, checkpointer=fresh, log=lambda _: None), reference
     )
     assert "unreadable" in messages[-1]
+
+
+def test_a_checkpoint_trained_on_other_data_is_not_resumed(tmp_path):
+    """Same data set name, spec and size, other values (noise, split, scaling): a fresh start,
+    not a resume from weights trained on the old data."""
+    spec = spec_for(MEMBERS[:2], "mse", epochs=2)
+    old_data, new_data = toy_arrays("mse", seed=0), toy_arrays("mse", seed=1)
+    assert array_digest(old_data) != array_digest(new_data)
+    messages: list[str] = []
+    stopped = Checkpointer(tmp_path, every_s=0, stop_after=3, log=messages.append)
+    with pytest.raises(Preempted):
+        train_ensemble(spec, old_data, log=lambda _: None, checkpointer=stopped)
+    fresh = Checkpointer(tmp_path, every_s=1e9, log=messages.append)
+    resumed = train_ensemble(spec, new_data, checkpointer=fresh, log=lambda _: None)
+    assert resumed.resumed == [] and "data set" in messages[-1]
+    assert_same_result(resumed, train_ensemble(spec, new_data, log=lambda _: None))
+
+
+class Planted:
+    """Unpickling this runs code: it creates `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_is_checked_before_it_is_unpickled_and_never_runs_code(tmp_path, monkeypatch):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    checkpointer = Checkpointer(tmp_path / "job", every_s=0, log=lambda _: None)
+    checkpointer.path.parent.mkdir()
+    payload = io.BytesIO()
+    torch.save({"state": Planted(marker)}, payload)
+    for digest in ("another job", "this job"):  # a foreign hash, then even the right one
+        header = json.dumps({"job_sha256": digest}).encode()
+        checkpointer.path.write_bytes(header + b"\n" + payload.getvalue())
+        assert checkpointer.load("this job") is None
+        assert not marker.exists()
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a))
+    checkpointer.path.write_bytes(b'{"job_sha256": "another job"}\n' + payload.getvalue())
+    assert checkpointer.load("this job") is None and calls == []  # not even opened by torch
 
 
 # ----------------------------------------------------------------------------- real processes

@@ -5,13 +5,17 @@ alive mask, every member's data-order generator, the current epoch's permutation
 in it, the running epoch loss and the history so far. A run resumed from it takes exactly the
 steps an uninterrupted run takes and ends bit-identical on the same device. It lives outside
 Snakemake's declared outputs (Snakemake deletes those of a failed job, a retried or requeued job
-finds the checkpoint still there) and is tied to the job spec by hash, so a changed config never
-resumes a stale run.
+finds the checkpoint still there) and is tied by hash to the job spec, the prepared data's arrays
+and the package's code (`job_digest`), so a changed config, data set or code never resumes a stale
+run. The file is one line of JSON holding that hash, then the state as `torch.save` wrote it: the
+hash is compared before anything is unpickled, and the state is read with `weights_only=True`
+(tensors, numbers, strings, lists and dicts only), so a foreign file never runs code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -20,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rankbias import stop_signals
 from rankbias.stop_signals import Preempted
@@ -38,11 +44,22 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def spec_digest(spec: dict) -> str:
-    """What a checkpoint must match: every key of the job spec except where it runs, and the
-    code that trains it."""
+def array_digest(arrays: dict[str, np.ndarray]) -> str:
+    """The prepared data's content: every array's name, dtype, shape and bytes (a data set of the
+    same name and size but other noise, split or scaling differs)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def spec_digest(spec: dict, data_sha256: str = "") -> str:
+    """What a checkpoint must match: every key of the job spec except where it runs, the
+    prepared data (`array_digest`) and the code that trains it."""
     relevant = {key: value for key, value in spec.items() if key != "device"}
-    text = json.dumps(relevant, sort_keys=True) + code_digest()
+    text = json.dumps(relevant, sort_keys=True) + data_sha256 + code_digest()
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -89,12 +106,16 @@ class Checkpointer:
         """Host-only test (no device sync): is it time to save?"""
         return self.stop_signal() is not None or time.monotonic() - self._last >= self.every_s
 
-    def save(self, state: dict[str, Any], spec: dict, where: str) -> None:
-        """Write `state` atomically; raise Preempted when a stop was requested."""
+    def save(self, state: dict[str, Any], digest: str, where: str) -> None:
+        """Write `state` atomically behind its job's `digest` (`spec_digest`); raise Preempted
+        when a stop was requested."""
         import torch  # here, not at module level: the CLI's fetch and prepare need no torch
 
+        payload = io.BytesIO()
+        torch.save(state, payload)
         with atomic_path(self.path) as tmp:
-            torch.save({"spec_sha256": spec_digest(spec), **state}, tmp)
+            header = json.dumps({"job_sha256": digest}).encode()
+            tmp.write_bytes(header + b"\n" + payload.getvalue())
         self._last = time.monotonic()
         self.saves += 1
         if self.stop_after is not None and self.saves >= self.stop_after:
@@ -102,21 +123,30 @@ class Checkpointer:
         if (signum := self.stop_signal()) is not None:
             raise Preempted(signum, f"after saving a checkpoint at {where}")
 
-    def load(self, spec: dict) -> dict[str, Any] | None:
-        """The saved state if it exists, reads and belongs to this spec; else None (logged)."""
+    def load(self, digest: str) -> dict[str, Any] | None:
+        """The saved state if it exists, belongs to the job of this `digest` and reads; else None
+        (logged). The digest is compared before a byte of the state is unpickled."""
         import torch
 
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            header, payload = self.path.read_bytes().split(b"\n", 1)
+            saved_digest = json.loads(header)["job_sha256"]
+        except (ValueError, KeyError, TypeError) as error:
+            self.log(f"checkpoint {self.path} is unreadable ({error}); starting afresh")
+            return None
+        if saved_digest != digest:
+            self.log(
+                f"checkpoint {self.path} belongs to another job spec, data set or code; "
+                "starting afresh"
+            )
+            return None
+        try:
+            return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except Exception as error:  # an unreadable checkpoint costs time, never correctness
             self.log(f"checkpoint {self.path} is unreadable ({error}); starting afresh")
             return None
-        if state.get("spec_sha256") != spec_digest(spec):
-            self.log(f"checkpoint {self.path} belongs to another job spec or code; starting afresh")
-            return None
-        return state
 
     def clear(self) -> None:
         """Remove the checkpoint once the job's outputs are written."""

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from rankbias import paper_a
-from rankbias.checkpoint import Checkpointer
+from rankbias.checkpoint import Checkpointer, array_digest, spec_digest
 from rankbias.controls import control_columns
 from rankbias.decay import ExactDecay, fold_interval
 from rankbias.models import (
@@ -237,6 +237,7 @@ class Setup:
     fold_every: int  # rankbias.decay
     tolerances: dict
     chunk: int  # evaluation batch
+    job_digest: str = ""  # spec, prepared arrays and code: what a checkpoint must match
 
     @property
     def members(self) -> int:
@@ -298,7 +299,7 @@ class TrainState:
             "decay": self.decay.state(),
             "alive": self.alive.cpu(),
             "loss_sum": self.loss_sum.cpu(),
-            "diverged_epoch": self.diverged_epoch.copy(),
+            "diverged_epoch": self.diverged_epoch.tolist(),  # weights_only: no numpy
             "generators": [generator.get_state() for generator in self.generators],
             "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch,
@@ -510,7 +511,8 @@ def run_epoch(setup: Setup, state: TrainState, checkpointer: Checkpointer | None
         train_batch(setup, state, step_lr)
         if checkpointer and checkpointer.due():
             state.steps.stop()
-            checkpointer.save(state.saved(setup.n_train), setup.spec, state.where(setup.n_train))
+            where = state.where(setup.n_train)
+            checkpointer.save(state.saved(setup.n_train), setup.job_digest, where)
             state.steps.start()
     if setup.device.type == "cuda":
         torch.cuda.synchronize(setup.device)  # once an epoch, so that steps are the GPU's time
@@ -543,9 +545,11 @@ def train_ensemble(
     `hooks` default to `default_hooks`.
     """
     setup = prepare_setup(spec, arrays)
+    if checkpointer:  # hashing the data costs ~1 s per 100 MB: only when it is needed
+        setup = replace(setup, job_digest=spec_digest(spec, array_digest(arrays)))
     hooks = default_hooks(setup) if hooks is None else hooks
     state = initial_state(setup)
-    saved = checkpointer.load(spec) if checkpointer else None
+    saved = checkpointer.load(setup.job_digest) if checkpointer else None
     if saved is not None:
         state.load(saved)
         log(f"resumed from {checkpointer.path} at {saved['where']}")
