@@ -104,3 +104,12 @@ def test_every_error_is_listed_not_only_the_first():
     with pytest.raises(ConfigError) as refused:
         check_schema(config, SCHEMAS / "config.schema.yaml", "my.yaml")
     assert str(refused.value).count("my.yaml: ") == 2
+
+
+@pytest.mark.parametrize("section", ["datasets", "experiments"])
+def test_a_name_of_dots_only_is_refused(section):
+    """`..` as a data set or experiment name would make results/<section>/.. a parent folder."""
+    config = yaml.safe_load(TINY.read_text())
+    config[section][".."] = config[section].pop(next(iter(config[section])))
+    with pytest.raises(ConfigError, match=rf"{section}: '\.\.' does not match"):
+        check_schema(config, SCHEMAS / "config.schema.yaml", "config.yaml")

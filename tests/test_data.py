@@ -148,6 +148,26 @@ def test_california_housing_preparation(tmp_path, mirror, offline):
     np.testing.assert_array_equal(arrays["x_test"], again["x_test"])
 
 
+def test_a_constant_feature_is_refused_by_name_and_writes_nothing(
+    tmp_path, mirror, offline, capsys
+):
+    """One training row: every feature is constant on it, and std 0 would divide into NaN."""
+    from rankbias.cli import main
+
+    data.fetch("california_housing", tmp_path / "raw", str(mirror))
+    spec = {"source": "california_housing", "train_size": 1, "validation_fraction": 0}
+    out = tmp_path / "out" / "tiny_housing.npz"
+    command = ["prepare", "--spec", json.dumps(spec), "--out-npz", str(out)]
+    command += ["--out-json", str(out.with_suffix(".json"))]
+    command += ["--raw-manifest", str(tmp_path / "raw" / data.MANIFEST)]
+    with pytest.raises(SystemExit):
+        main(command)
+    message = capsys.readouterr().err
+    assert "data set tiny_housing" in message and "'Longitude' are constant" in message
+    assert "on the 1 training rows" in message
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
 def test_mnist_stratified_subset_and_global_scaling(tmp_path, mirror, offline):
     data.fetch("mnist", tmp_path / "raw", str(mirror))
     arrays, info = data.prepare(

@@ -32,7 +32,12 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     spec = json.loads(args.spec)
     raw_dir = Path(args.raw_manifest).parent if args.raw_manifest else None
-    arrays, info = data.prepare(spec, raw_dir)
+    try:
+        arrays, info = data.prepare(spec, raw_dir)
+    except data.DataError as error:  # name the data set: its config key is datasets.<name>
+        raise data.DataError(
+            f"data set {Path(args.out_npz).stem} ({args.out_npz}): {error}"
+        ) from None
     data.write_prepared(arrays, info, args.out_npz, args.out_json)
     _log(
         f"prepared {spec['source']}: {info['n_train']} train, {info['n_test']} test, "

@@ -442,8 +442,24 @@ def _prepare_idx(spec: dict, raw_dir: Path):
     return arrays, info
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray, clip: float | None):
+def _standardise(
+    x_train: np.ndarray, x_test: np.ndarray, clip: float | None, names: list[str] | None = None
+):
+    """Per-feature z-scores on the training split's mean and std (then clipped at ±clip). A
+    feature constant on the training rows has no scale: refused by name, not divided into NaN."""
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    constant = np.flatnonzero(std == 0)
+    if len(constant):
+        named = [names[i] if names else f"column {i}" for i in constant]
+        which = (
+            f"feature {named[0]!r} is"
+            if len(named) == 1
+            else (f"features {', '.join(map(repr, named))} are")
+        )
+        raise DataError(
+            f"{which} constant on the {len(x_train)} training rows (std 0), so it cannot be "
+            "standardised: use more rows (train_size) or another split_seed"
+        )
     z_train, z_test = (x_train - mean) / std, (x_test - mean) / std
     max_abs = np.abs(z_train).max(axis=0)
     if clip is not None:
@@ -467,7 +483,7 @@ def _prepare_housing(spec: dict, raw_dir: Path):
     test, train = order[:n_test], order[n_test:]
     x_train, y_train = _subset(features[train], target[train], spec.get("train_size"), rng, False)
     x_test, y_test = features[test], target[test]
-    z_train, z_test, scaling = _standardise(x_train, x_test, spec.get("clip", 5.0))
+    z_train, z_test, scaling = _standardise(x_train, x_test, spec.get("clip", 5.0), names)
     arrays = {
         "x_train": z_train,
         "y_train": y_train[:, None],
