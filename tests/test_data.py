@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import json
 import shutil
@@ -248,3 +249,12 @@ def test_fashion_mnist_comes_from_the_debian_package(tmp_path, offline, monkeypa
     arrays, info = data.prepare({"source": "fashion_mnist", "train_size": 600}, tmp_path / "raw")
     assert arrays["x_test"].shape == (10000, 784) and info["n_train"] == 540
     assert sorted(np.unique(arrays["y_train"])) == list(range(10))
+
+
+def test_offline_fashion_mnist_names_the_package_that_provides_it(tmp_path, offline, monkeypatch):
+    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+    empty = dataclasses.replace(data.SOURCES["fashion_mnist"], system_dirs=(str(tmp_path / "x"),))
+    monkeypatch.setitem(data.SOURCES, "fashion_mnist", empty)
+    with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
+        data.fetch("fashion_mnist", tmp_path / "raw", None)
+    assert not (tmp_path / "raw" / data.MANIFEST).exists()

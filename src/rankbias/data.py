@@ -47,6 +47,7 @@ class Source:
     archive_url: str = ""  # a .tgz holding the files (California housing)
     archive_sha256: str = ""
     system_dirs: tuple[str, ...] = field(default=())
+    system_package: str = ""  # the Debian/Ubuntu package that installs `system_dirs`
 
 
 _IDX_NAMES = (
@@ -88,6 +89,7 @@ SOURCES: dict[str, Source] = {
         ),
         url_bases=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
+        system_package="dataset-fashion-mnist",
     ),
     "california_housing": Source(
         files=(
@@ -187,11 +189,14 @@ def fetch(source_name: str, dest_dir: str | os.PathLike, mirror: str | None = No
     if missing:
         urls = [base + name for base in source.url_bases for name in missing]
         urls += [source.archive_url] if source.archive_url else []
+        package = source.system_package and (
+            f" (Debian/Ubuntu: `apt-get install {source.system_package}` puts the files there)"
+        )
         raise DataError(
             f"could not obtain {source_name} file(s) {', '.join(missing)}.\n"
             f"  mirror setting: {mirror or 'unset'} (set ${MIRROR_ENV} or data.mirror in the "
             f"config to a folder holding {source_name}/<file>)\n"
-            f"  system folders tried: {', '.join(source.system_dirs) or 'none'}\n"
+            f"  system folders tried: {', '.join(source.system_dirs) or 'none'}{package}\n"
             f"  URLs tried: {', '.join(urls) or 'none'}\n"
             "  attempts:\n    " + "\n    ".join(failures)
         )
