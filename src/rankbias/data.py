@@ -456,11 +456,8 @@ def _standardise(
     constant = np.flatnonzero(std == 0)
     if len(constant):
         named = [names[i] if names else f"column {i}" for i in constant]
-        which = (
-            f"feature {named[0]!r} is"
-            if len(named) == 1
-            else (f"features {', '.join(map(repr, named))} are")
-        )
+        plural = len(named) > 1
+        which = f"feature{'s' * plural} {', '.join(map(repr, named))} {'are' if plural else 'is'}"
         raise DataError(
             f"{which} constant on the {len(x_train)} training rows (std 0), so it cannot be "
             "standardised: use more rows (train_size) or another split_seed"
