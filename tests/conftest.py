@@ -44,8 +44,14 @@ def offline(monkeypatch):
     monkeypatch.setattr(data, "_download", refuse)
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+def run(
+    args: list[str], cwd: Path, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+    }
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -53,6 +59,9 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """A local Snakemake run. The SLURM executor plugin asks `scontrol show config` at import;
+    where SLURM's tools are installed but no controller runs (CI between its SLURM tests) that
+    call waits 10 s, so local runs point SLURM_CONF at an empty file and it fails at once."""
     return run(
         [
             str(BIN / "snakemake"),
@@ -64,7 +73,17 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         ],
         cwd=workdir,
         check=check,
+        env={"SLURM_CONF": os.devnull},
     )
+
+
+def planned_jobs(dry_run: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule from the table `snakemake -n --quiet rules` prints."""
+    return {
+        fields[0]: int(fields[1])
+        for fields in (line.split() for line in dry_run.stdout.splitlines())
+        if len(fields) == 2 and fields[1].isdigit() and fields[0] != "total"
+    }
 
 
 def project(tmp_path: Path, config: dict | Path) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIN, ROOT, project, run, snakemake
+from conftest import BIN, ROOT, planned_jobs, project, run, snakemake
 
 from rankbias import plan
 from rankbias.summaries import with_derived
@@ -28,12 +28,7 @@ def test_snakefmt_and_ruff_are_clean():
 
 def test_default_config_dry_run_plans_the_audit(tmp_path):
     workdir = project(tmp_path, ROOT / "config" / "config.yaml")
-    result = snakemake(workdir, "-n", "--quiet", "rules")
-    counts = {
-        fields[0]: int(fields[1])
-        for fields in (line.split() for line in result.stdout.splitlines())
-        if len(fields) == 2 and fields[1].isdigit()
-    }
+    counts = planned_jobs(snakemake(workdir, "-n", "--quiet", "rules"))
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     sources = {spec["source"] for spec in config["datasets"].values()} - {"teacher"}
     assert counts["fetch_dataset"] == len(sources) == 3  # MNIST, Fashion-MNIST, housing

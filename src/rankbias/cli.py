@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pandas as pd
 
 from rankbias import data, stop_signals
 from rankbias.checkpoint import DEFAULT_SECONDS, SECONDS_ENV, Checkpointer, default_seconds
-from rankbias.devices import job_device
+from rankbias.devices import DEVICE_ENV, job_device
 from rankbias.plan import FIGURE_KINDS
 from rankbias.storage import read_json, read_npz, write_csv, write_json, write_npz
 
@@ -58,7 +59,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)  # the job's allocation: Snakemake's `threads`
     spec = json.loads(args.spec)
     arrays, _ = data.load_prepared(args.data)
-    device, gpu_lock = job_device(spec.get("device", "auto"), log=_log)  # held until exit
+    # recorded in result.json, never a rerun trigger: the workflow passes it in the environment
+    requested = args.device or os.environ.get(DEVICE_ENV) or spec.get("device", "auto")
+    device, gpu_lock = job_device(requested, log=_log)  # held until exit
     spec = {**spec, "device": device}
     checkpointer = None
     if args.checkpoint_dir:
@@ -111,11 +114,16 @@ def cmd_measure(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)  # torch's default takes every core: jobs would collide
     data_paths = {Path(path).stem: path for path in args.data}
+    settings = json.loads(args.settings) if args.settings else {}
     loaded: dict[str, dict] = {}
     tables, histories, spectra = [], [], {}
     for run in map(Path, args.run_dirs):
         record = read_json(run / "result.json")
         spec = record["spec"]
+        if settings:  # the measurement's own keys (plan.measure_settings), as the config has them
+            if spec["group"] not in settings:
+                raise ValueError(f"--settings: no measurement settings for job {spec['group']}")
+            spec = {**spec, **settings[spec["group"]]}
         if spec["dataset"] not in loaded:
             loaded[spec["dataset"]] = data.load_prepared(data_paths[spec["dataset"]])[0]
         final, init = (read_npz(run / f"{name}.npz") for name in ("final", "init"))
@@ -253,6 +261,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--out-dir", required=True)
     train.add_argument("--threads", type=int, default=1)
     train.add_argument(
+        "--device", default="", help=f"auto, cpu or cuda:N (default ${DEVICE_ENV}, else auto)"
+    )
+    train.add_argument(
         "--checkpoint-dir", default="", help="resume from / save checkpoints here (none if unset)"
     )
     train.add_argument(
@@ -272,6 +283,11 @@ def parser() -> argparse.ArgumentParser:
     measure.add_argument("--out-history", required=True, help="<experiment>_history.csv")
     measure.add_argument("--out-spectra", required=True, help="<experiment>.spectra.npz")
     measure.add_argument("--threads", type=int, default=1)
+    measure.add_argument(
+        "--settings",
+        default="",
+        help="JSON {job: {eval_batch, metrics}} from rankbias.plan.measure_settings",
+    )
     measure.set_defaults(func=cmd_measure)
 
     figure = steps.add_parser("figure", help="one figure of one experiment")

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import IO
 
 LOCK_DIR_ENV = "RANKBIAS_GPU_LOCK_DIR"
+# The config's `device`, handed to training jobs by the workflow (not a rerun trigger).
+DEVICE_ENV = "RANKBIAS_DEVICE"
 
 
 def lock_dir() -> Path:

@@ -53,6 +53,14 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
+# What a training job reads of `metrics`: the rank metrics and eps_batch of its logged history.
+# The rest of `metrics`, a run's `eval_batch` and the config's `device` change no training output
+# (the device is recorded in result.json): they are the measure rule's, so changing one of them
+# remeasures but never retrains (README, "What reruns when").
+TRAINING_METRICS = ("rank_tol", "rel_tol", "rank_cut", "eps_log_epochs")
+MEASURE_KEYS = ("device", "eval_batch", "metrics")
+
+
 class PlanError(ValueError):
     """The config describes an impossible or ambiguous plan."""
 
@@ -155,6 +163,21 @@ def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
                         ],
                     }
     return planned
+
+
+def training_spec(spec: dict) -> dict:
+    """The part of a job spec that changes what training writes: the train rule's params
+    (`lr_gamma` only where there are milestones to apply it at)."""
+    kept = {key: value for key, value in spec.items() if key not in MEASURE_KEYS}
+    if not spec.get("lr_milestones"):
+        kept.pop("lr_gamma", None)
+    metrics = spec.get("metrics", {})
+    return kept | {"metrics": {key: metrics[key] for key in TRAINING_METRICS if key in metrics}}
+
+
+def measure_settings(spec: dict) -> dict:
+    """The job spec's keys only measurement reads (merged back onto the recorded spec)."""
+    return {key: spec[key] for key in MEASURE_KEYS if key != "device"}
 
 
 def experiment_figures(block: dict) -> list[str]:

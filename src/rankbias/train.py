@@ -52,6 +52,10 @@ from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
 DATA_SEED_OFFSET = 1_000_003  # data order and initialisation come from different streams
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 WD_FUNCTIONS = ("constant", "input_norm", "target_abs")
+# Samples per chunk when a logged epoch evaluates whole splits. Fixed, not the config's
+# `eval_batch`: BLAS blocks a matmul by its rows, so the chunk moves the last bits of the logged
+# losses, and a setting that changes training outputs would have to retrain when it changes.
+EVAL_CHUNK = 4096
 
 
 @dataclass
@@ -419,7 +423,7 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
         log_every=log_every,
         fold_every=fold_interval(max_rate),
         tolerances=rank_tolerances(spec.get("metrics", {})),
-        chunk=spec.get("eval_batch", 4096),
+        chunk=EVAL_CHUNK,
         job_digest=spec_digest(spec, array_digest(arrays)) if checkpointed else "",
     )
 

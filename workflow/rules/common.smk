@@ -17,7 +17,8 @@ os.environ.update(
 
 from rankbias import plan
 from rankbias.config import ConfigError, check_config
-from rankbias.data import SOURCES
+from rankbias.data import MIRROR_ENV, SOURCES
+from rankbias.devices import DEVICE_ENV
 from rankbias.storage import write_text
 
 SCHEMAS = os.path.join(workflow.basedir, "workflow", "schemas")
@@ -38,6 +39,13 @@ try:  # every message names the file, the key and what is allowed; nothing has r
     JOBS, _registry = check_config(config, SCHEMAS, CONFIG_SOURCE, CLAIMS_FILE)
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{error}") from None
+# Where the raw files come from and where training runs change no result: jobs read them from
+# the environment, not from params or the shell command, so changing them reruns nothing
+# (`snakemake --forcerun train` retrains on purpose). The mirror falls back to the user's own
+# $RANKBIAS_DATA_MIRROR.
+os.environ[DEVICE_ENV] = str(config.get("device", "auto"))
+if config.get("data", {}).get("mirror"):
+    os.environ[MIRROR_ENV] = str(config["data"]["mirror"])
 EXPERIMENTS = list(config["experiments"])  # config order is the report order
 DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
 # Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.
@@ -57,11 +65,6 @@ wildcard_constraints:
     figure="|".join(plan.FIGURE_KINDS),
 
 
-def data_mirror():
-    """Mirror folder from the config; the CLI falls back to $RANKBIAS_DATA_MIRROR."""
-    return config.get("data", {}).get("mirror") or ""
-
-
 def raw_manifest(wildcards):
     source = plan.dataset_source(config, wildcards.dataset)
     return f"resources/raw/{source}/manifest.json" if source in SOURCES else []
@@ -76,7 +79,19 @@ def job_spec(wildcards):
 
 
 def train_spec(wildcards):
-    return json.dumps(job_spec(wildcards), sort_keys=True)
+    """Params of `train`: what changes its outputs (plan.training_spec), nothing else."""
+    return json.dumps(plan.training_spec(job_spec(wildcards)), sort_keys=True)
+
+
+def measure_settings(wildcards):
+    """Params of `measure`: each job's measurement-only keys (plan.measure_settings)."""
+    return json.dumps(
+        {
+            group: plan.measure_settings(JOBS[(wildcards.experiment, group)])
+            for group in experiment_groups(wildcards.experiment)
+        },
+        sort_keys=True,
+    )
 
 
 def train_checkpoint_dir(wildcards):

@@ -6,10 +6,8 @@ rule fetch_dataset:
     localrule: True
     conda:
         "../../envs/rankbias.yaml"
-    params:
-        mirror=data_mirror(),
     shell:
-        "python -m rankbias fetch --source {wildcards.source} --manifest {output.manifest} --mirror={params.mirror:q} > {log} 2>&1"
+        "python -m rankbias fetch --source {wildcards.source} --manifest {output.manifest} > {log} 2>&1"
 
 
 rule prepare_dataset:

@@ -25,8 +25,9 @@ rule measure:
         runtime=60,
     params:
         run_dirs=experiment_run_dirs,
+        settings=measure_settings,
     shell:
-        "python -m rankbias measure --run-dirs {params.run_dirs} --data {input.data} --out-table {output.table} --out-history {output.history} --out-spectra {output.spectra} --threads {threads} > {log} 2>&1"
+        "python -m rankbias measure --run-dirs {params.run_dirs} --settings {params.settings:q} --data {input.data} --out-table {output.table} --out-history {output.history} --out-spectra {output.spectra} --threads {threads} > {log} 2>&1"
 
 
 rule figure:
