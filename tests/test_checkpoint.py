@@ -356,5 +356,5 @@ def test_without_a_checkpoint_directory_sigterm_ends_training_at_once(tmp_path, 
 def test_a_checkpoint_of_other_code_is_not_resumed(monkeypatch):
     spec = spec_for(MEMBERS[:1], "mse")
     before = spec_digest(spec)
-    monkeypatch.setattr(checkpoint, "code_digest", lambda: "edited train.py")
+    monkeypatch.setattr(checkpoint, "source_digest", lambda: "edited train.py")
     assert spec_digest(spec) != before

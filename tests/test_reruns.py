@@ -78,7 +78,7 @@ def changed(path: tuple, value, mirror: str) -> dict:
 
 
 def dry_run(workdir, name: str, config: dict) -> dict[str, int]:
-    """Jobs `snakemake -n` plans with `config` given as --configfile (the run's own is untouched)."""
+    """Jobs `snakemake -n` plans given `config` as --configfile (the run's own is untouched)."""
     variant = workdir / "variants" / f"{name.split()[0]}.yaml"
     variant.parent.mkdir(exist_ok=True)
     variant.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -52,7 +52,7 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert "The output layer, reported apart" in html and "Seed-combined Spearman trend" in html
     assert "How sure are we?" in html and "seed resamples agree" in html
     statistics = json.loads((workdir / "results" / "statistics" / "tiny_deep.json").read_text())
-    assert set(statistics) == {"trends", "tau", "wd_benefit", "tables"}
+    assert set(statistics) == {"trends", "tau", "wd_benefit", "tables", "code"}
     tables = statistics["tables"]  # what the report renders instead of reading results/tables
     assert tables["deep"] and tables["output"] and tables["settings"]
     assert tables["scope"]["members"] == sum(tables["counts"].values())

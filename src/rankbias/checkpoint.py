@@ -28,20 +28,13 @@ from typing import Any
 import numpy as np
 
 from rankbias import stop_signals
+from rankbias.provenance import source_digest
 from rankbias.stop_signals import Preempted
 from rankbias.storage import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 SECONDS_ENV = "RANKBIAS_CHECKPOINT_SECONDS"
 DEFAULT_SECONDS = 60.0
-
-
-def code_digest() -> str:
-    """The package's own sources: a checkpoint written by other code is not resumed."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def array_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -59,7 +52,7 @@ def spec_digest(spec: dict, data_sha256: str = "") -> str:
     """What a checkpoint must match: every key of the job spec except where it runs, the
     prepared data (`array_digest`) and the code that trains it."""
     relevant = {key: value for key, value in spec.items() if key != "device"}
-    text = json.dumps(relevant, sort_keys=True) + data_sha256 + code_digest()
+    text = json.dumps(relevant, sort_keys=True) + data_sha256 + source_digest()
     return hashlib.sha256(text.encode()).hexdigest()
 
 

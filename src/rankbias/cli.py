@@ -17,6 +17,7 @@ from rankbias import data, stop_signals
 from rankbias.checkpoint import DEFAULT_SECONDS, SECONDS_ENV, Checkpointer, default_seconds
 from rankbias.devices import DEVICE_ENV, job_device
 from rankbias.plan import FIGURE_KINDS
+from rankbias.provenance import stamped
 from rankbias.storage import read_json, read_npz, write_csv, write_json, write_npz
 
 
@@ -39,7 +40,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         raise data.DataError(
             f"data set {Path(args.out_npz).stem} ({args.out_npz}): {error}"
         ) from None
-    data.write_prepared(arrays, info, args.out_npz, args.out_json)
+    data.write_prepared(arrays, stamped(info), args.out_npz, args.out_json)
     _log(
         f"prepared {spec['source']}: {info['n_train']} train, {info['n_test']} test, "
         f"{info['n_features']} features"
@@ -84,16 +85,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     write_csv(out / "history.csv", history)
     write_json(
         out / "result.json",
-        {
-            "spec": spec,
-            "device": result.device,
-            "threads": args.threads,
-            "torch": torch.__version__,
-            "wall_time_s": result.wall_time_s,
-            "steps_time_s": result.steps_s,
-            "diverged_epoch": result.diverged_epoch.tolist(),
-            "resumed_at": result.resumed,
-        },
+        stamped(
+            {
+                "spec": spec,
+                "device": result.device,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "wall_time_s": result.wall_time_s,
+                "steps_time_s": result.steps_s,
+                "diverged_epoch": result.diverged_epoch.tolist(),
+                "resumed_at": result.resumed,
+            }
+        ),
     )
     if checkpointer:
         checkpointer.clear()
@@ -148,6 +151,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
     write_csv(args.out_table, pd.concat(tables, ignore_index=True))
     write_csv(args.out_history, pd.concat(histories, ignore_index=True))
     write_npz(args.out_spectra, spectra)
+    write_json(args.out_code, stamped({"jobs": [Path(run).name for run in args.run_dirs]}))
     _log(f"measured {len(tables)} jobs")
 
 
@@ -187,7 +191,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
         "file": args.registry,
         "sha256": hashlib.sha256(Path(args.registry).read_bytes()).hexdigest()[:16],
     }
-    write_json(args.out, verdicts)
+    write_json(args.out, stamped(verdicts))
     counts = pd.Series([c["verdict"] for c in verdicts["claims"]]).value_counts().to_dict()
     _log(f"{len(verdicts['claims'])} claims: {counts}; unstable: {verdicts['summary']['unstable']}")
     findings = pd.Series([c["finding"] for c in verdicts["concerns"]]).value_counts().to_dict()
@@ -198,7 +202,7 @@ def cmd_statistics(args: argparse.Namespace) -> None:
     from rankbias.summaries import experiment_statistics
 
     result = experiment_statistics(pd.read_csv(args.table), args.sweep)
-    write_json(args.out, result)
+    write_json(args.out, stamped(result))
     counts = {name: rows for name, rows in result.items() if isinstance(rows, list)}
     _log(f"{args.out}: " + ", ".join(f"{len(rows)} {name} rows" for name, rows in counts.items()))
 
@@ -234,6 +238,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         Path(args.claims),
         [Path(p) for p in args.statistics],
         Path(args.paper_config) if args.paper_config else None,
+        [Path(p) for p in args.measured],
     )
     _log(f"wrote {args.out}")
 
@@ -282,6 +287,9 @@ def parser() -> argparse.ArgumentParser:
     measure.add_argument("--out-table", required=True, help="results/tables/<experiment>.csv")
     measure.add_argument("--out-history", required=True, help="<experiment>_history.csv")
     measure.add_argument("--out-spectra", required=True, help="<experiment>.spectra.npz")
+    measure.add_argument(
+        "--out-code", required=True, help="<experiment>.code.json: the code that measured"
+    )
     measure.add_argument("--threads", type=int, default=1)
     measure.add_argument(
         "--settings",
@@ -342,6 +350,9 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--data-info", nargs="+", required=True)
     report.add_argument("--runs", nargs="+", required=True, help="result.json of every job")
     report.add_argument("--claims", required=True, help="claims.json from `rankbias claims`")
+    report.add_argument(
+        "--measured", nargs="*", default=[], help="<experiment>.code.json of every measurement"
+    )
     report.add_argument(
         "--statistics",
         nargs="+",

@@ -14,7 +14,6 @@ import hashlib
 import json
 import platform
 import re
-import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +25,7 @@ from markupsafe import Markup
 
 from rankbias import __version__
 from rankbias.plan import DEFAULT_FIGURES, format_number
+from rankbias.provenance import SHORT, code_groups, code_record, source_commit, source_digest
 from rankbias.storage import read_json, write_text
 
 TEXT_FILE = "text.yaml"  # beside the template: the report's prose
@@ -191,32 +191,44 @@ def run_scope(
     }
 
 
-def provenance(runs: list[dict], meta: dict) -> dict:
+def result_codes(
+    data_records: list[dict],
+    runs: list[dict],
+    measured: dict[str, dict],
+    summaries: dict[str, dict],
+    verdicts: dict,
+) -> dict[str, dict]:
+    """Every result this report reads, by name, with the `code` record it carries."""
+    return {
+        **{f"data {record['name']}": record.get("code") for record in data_records},
+        **{
+            f"training {run['spec']['experiment']}/{run['spec']['group']}": run.get("code")
+            for run in runs
+        },
+        **{f"measurement {name}": record.get("code") for name, record in measured.items()},
+        **{f"statistics {name}": summary.get("code") for name, summary in summaries.items()},
+        "verdicts (claims.json)": verdicts.get("code"),
+        "this report": code_record(),
+    }
+
+
+def provenance(runs: list[dict], meta: dict, codes: dict[str, dict]) -> dict:
+    """Versions, the commit of the workflow's source tree, and the code behind every result:
+    `code_groups` holds more than one entry when results were made by different code."""
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown (not a git checkout)"
     return {
         "rankbias": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions,
-        "git_commit": commit,
+        "git_commit": source_commit(),
+        "source_sha256": source_digest()[:SHORT],
+        "code_groups": code_groups(codes),
         "config_sha256": hashlib.sha256(
             json.dumps(meta.get("config", {}), sort_keys=True).encode()
         ).hexdigest()[:16],
@@ -394,6 +406,7 @@ def build_context(
     claims: Path,
     statistics: list[Path],
     paper_config: Path | None = None,
+    measured: list[Path] = (),
 ) -> dict:
     """Everything the template shows, from the workflow's outputs and `words` (`load_words`)."""
     summaries = {path.stem: read_json(path) for path in statistics}
@@ -432,6 +445,13 @@ def build_context(
         )
     run_records = [read_json(path) for path in runs]
     data_records = [read_json(path) | {"name": path.stem} for path in data_infos]
+    codes = result_codes(
+        data_records,
+        run_records,
+        {path.name.removesuffix(".code.json"): read_json(path) for path in measured},
+        summaries,
+        verdicts,
+    )
     verdict_counts = {v: sum(c["verdict"] == v for c in verdicts["claims"]) for v in VERDICT_MARK}
     scopes = {name: summary["tables"]["scope"] for name, summary in summaries.items()}
     return {
@@ -445,7 +465,8 @@ def build_context(
         "experiments": experiments,
         "datasets": data_records,
         "scope": run_scope(scopes, data_records, run_records, verdicts, paper_config),
-        "provenance": provenance(run_records, meta) | {"registry": verdicts.get("registry", {})},
+        "provenance": provenance(run_records, meta, codes)
+        | {"registry": verdicts.get("registry", {})},
         "metric_table": [(entry["name"], entry["definition"]) for entry in words["metrics"]],
     }
 
@@ -471,9 +492,10 @@ def write_report(
     claims: Path,
     statistics: list[Path],
     paper_config: Path | None = None,
+    measured: list[Path] = (),
 ) -> None:
     words = load_words(template_dir)
     context = build_context(
-        meta, words, figures, data_infos, runs, claims, statistics, paper_config
+        meta, words, figures, data_infos, runs, claims, statistics, paper_config, measured
     )
     write_text(out, render(template_dir, context))

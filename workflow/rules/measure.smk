@@ -13,6 +13,7 @@ rule measure:
         ),
         history="results/tables/{experiment}_history.csv",
         spectra="results/metrics/{experiment}.spectra.npz",
+        code="results/metrics/{experiment}.code.json",
     log:
         "logs/measure/{experiment}.log",
     benchmark:
@@ -27,7 +28,7 @@ rule measure:
         run_dirs=experiment_run_dirs,
         settings=measure_settings,
     shell:
-        "python -m rankbias measure --run-dirs {params.run_dirs} --settings {params.settings:q} --data {input.data} --out-table {output.table} --out-history {output.history} --out-spectra {output.spectra} --threads {threads} > {log} 2>&1"
+        "python -m rankbias measure --run-dirs {params.run_dirs} --settings {params.settings:q} --data {input.data} --out-table {output.table} --out-history {output.history} --out-spectra {output.spectra} --out-code {output.code} --threads {threads} > {log} 2>&1"
 
 
 rule figure:
