@@ -44,6 +44,14 @@ def offline(monkeypatch):
     monkeypatch.setattr(data, "_download", refuse)
 
 
+def unavailable(requirement: str, message: str) -> None:
+    """Skip a test that needs what this machine lacks, or fail it where CI requires it
+    ($RANKBIAS_REQUIRE_<requirement> set, as .ci/run does for BROWSER, SLURM and FULL_DISK)."""
+    if os.environ.get(f"RANKBIAS_REQUIRE_{requirement}"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def run(
     args: list[str], cwd: Path, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:

@@ -2,11 +2,10 @@
 request, and draws every figure. A screenshot of its top is kept as a test artifact."""
 
 import json
-import os
 
 import pytest
 from browser import Chromium, find_chromium
-from conftest import ARTIFACTS, wait_for
+from conftest import ARTIFACTS, unavailable, wait_for
 
 IMAGES = (
     "JSON.stringify([...document.images].map(i => ({alt: i.alt, complete: i.complete, "
@@ -28,10 +27,9 @@ REPORT_WEIGHT_LIMIT = 2_000_000  # bytes: issue 18's target for the default audi
 def chromium() -> str:
     executable = find_chromium()
     if executable is None:
-        message = "no chromium on PATH (Debian package `chromium`; .ci/run installs it)"
-        if os.environ.get("RANKBIAS_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(
+            "BROWSER", "no chromium on PATH (Debian package `chromium`; .ci/run installs it)"
+        )
     return executable
 
 

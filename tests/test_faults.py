@@ -25,6 +25,7 @@ from conftest import (
     project,
     snakemake,
     training_processes,
+    unavailable,
     wait_for,
 )
 
@@ -195,7 +196,10 @@ def small_results_disk(tmp_path):
         ["mount", "-t", "tmpfs", "-o", "size=112k", "tmpfs", str(results)], capture_output=True
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+        unavailable(
+            "FULL_DISK",
+            f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}",
+        )
     yield workdir
     subprocess.run(["umount", "-l", str(results)], check=False)
 

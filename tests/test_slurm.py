@@ -27,6 +27,7 @@ from conftest import (
     project,
     snakemake,
     training_processes,
+    unavailable,
     wait_for,
 )
 
@@ -41,25 +42,19 @@ TIMEOUT_S = 900
 pytestmark = pytest.mark.workflow
 
 
-def unavailable(message: str) -> None:
-    if os.environ.get("RANKBIAS_REQUIRE_SLURM"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def slurm_cluster():
     """A running single-node SLURM with 2 fake GPUs for this module; stopped afterwards."""
     if os.geteuid() != 0:
-        unavailable("starting SLURM daemons needs root")
+        unavailable("SLURM", "starting SLURM daemons needs root")
     if not SCRIPT.is_file():
-        unavailable(f"no {SCRIPT} (../shared beside the checkout)")
+        unavailable("SLURM", f"no {SCRIPT} (../shared beside the checkout)")
     env = {**os.environ, "FAKE_GPUS": "2", "WITH_DBD": "1"}
     started = subprocess.run(
         ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600
     )
     if started.returncode != 0:
-        unavailable(f"SLURM did not start:\n{started.stderr[-2000:]}")
+        unavailable("SLURM", f"SLURM did not start:\n{started.stderr[-2000:]}")
     yield
     subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=300)
 

@@ -26,12 +26,36 @@ def lock_dir() -> Path:
     return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "rankbias-gpus")
 
 
+def _shared_dir(directory: Path) -> None:
+    """The lock folder, made like /tmp (mode 1777): every user's jobs lock the same GPUs there,
+    and none can remove another's lock file."""
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        if directory.stat().st_uid == os.geteuid():
+            directory.chmod(0o1777)
+
+
+def _lock_file(path: Path) -> IO:
+    """The GPU's lock file, opened read-only (flock needs no write access, so another user's
+    file serves), created readable by all where it does not exist yet."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except PermissionError:
+        raise PermissionError(
+            f"cannot create the GPU lock {path}: its folder is not writable by this user; set "
+            f"${LOCK_DIR_ENV} to a folder every user of this machine can write (mode 1777)"
+        ) from None
+    if os.fstat(descriptor).st_uid == os.geteuid():
+        os.fchmod(descriptor, 0o666)  # past the umask: other users' jobs open it too
+    return os.fdopen(descriptor, "r")
+
+
 def claim_gpu(count: int, directory: Path) -> tuple[int, IO] | None:
     """The first of `count` GPUs whose lock is free, with the open lock file (keep it open for
     as long as the GPU is used); None when every GPU is held."""
-    directory.mkdir(parents=True, exist_ok=True)
+    _shared_dir(directory)
     for index in range(count):
-        handle = open(directory / f"gpu{index}.lock", "a")  # noqa: SIM115 - held by the caller
+        handle = _lock_file(directory / f"gpu{index}.lock")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
