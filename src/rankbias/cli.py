@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankbias import data, stop_signals
+from rankbias import data, memory, stop_signals
 from rankbias.checkpoint import DEFAULT_SECONDS, SECONDS_ENV, Checkpointer, default_seconds
 from rankbias.devices import DEVICE_ENV, job_device
 from rankbias.plan import FIGURE_KINDS
@@ -58,6 +58,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from rankbias.train import train_ensemble
 
     torch.set_num_threads(args.threads)  # the job's allocation: Snakemake's `threads`
+    memory.predictable_heap()
     spec = json.loads(args.spec)
     arrays, _ = data.load_prepared(args.data)
     # recorded in result.json, never a rerun trigger: the workflow passes it in the environment
@@ -95,6 +96,12 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "steps_time_s": result.steps_s,
                 "diverged_epoch": result.diverged_epoch.tolist(),
                 "resumed_at": result.resumed,
+                "memory": {  # the estimate the workflow declared (mem_mb adds 25 %) and the peak
+                    "estimated_mb": memory.training_mb(
+                        spec, memory.arrays_shape(arrays, spec["loss"])
+                    ),
+                    "peak_rss_mb": round(memory.peak_rss_mb(), 1),
+                },
             }
         ),
     )

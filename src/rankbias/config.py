@@ -129,7 +129,8 @@ def check_config(
     """
     from snakemake.utils import validate  # the schema's defaults, filled as Snakemake does
 
-    from rankbias import plan
+    from rankbias import memory, plan
+    from rankbias.data import planned_shape
     from rankbias.registry import ClaimError, check_registry
 
     schemas = Path(schemas)
@@ -137,10 +138,13 @@ def check_config(
     validate(config, str(schemas / "config.schema.yaml"))
     try:
         jobs = plan.jobs(config, source)
+        shapes = {name: planned_shape(spec) for name, spec in config["datasets"].items()}
+        limit = config.get("max_mem_mb") or memory.machine_mb()
+        memory.check_fits(jobs, shapes, limit, source)
         registry = read_yaml(claims_path, f"{source}: claims_file")
         check_schema(registry, schemas / "claims.schema.yaml", str(claims_path))
         validate(registry, str(schemas / "claims.schema.yaml"))
         check_registry(registry, config, str(claims_path), source)
-    except (plan.PlanError, ClaimError) as error:
+    except (plan.PlanError, memory.MemoryPlanError, ClaimError) as error:
         raise ConfigError(str(error)) from None
     return jobs, registry

@@ -105,6 +105,35 @@ SOURCES: dict[str, Source] = {
 GENERATED_SOURCES = ("teacher",)
 SPLITS = ("train", "val", "test")
 VALIDATION_FRACTION = 0.1  # datasets.<name>.validation_fraction's default
+# Raw shapes, known before anything is fetched (for memory estimates): features, outputs (classes
+# or targets), training rows, test rows; California housing's test rows are a fraction of all.
+RAW_SHAPES = {
+    "mnist": (784, 10, 60_000, 10_000),
+    "fashion_mnist": (784, 10, 60_000, 10_000),
+    "california_housing": (8, 1, 20_640, 0),
+}
+
+
+def planned_shape(spec: dict) -> tuple[int, int, int, int]:
+    """(features, outputs, training rows with validation, test rows) that preparing the data set
+    `spec` will give, without preparing it."""
+    if spec["source"] == "teacher":
+        return (
+            spec.get("input_dim", 20),
+            1,
+            spec.get("train_size", 2000),
+            spec.get("test_size", 1000),
+        )
+    features, outputs, train, test = RAW_SHAPES[spec["source"]]
+    if spec["source"] == "california_housing":
+        test = int(round(spec.get("test_fraction", 0.2) * train))
+        train -= test
+    return (
+        features,
+        outputs,
+        min(train, spec.get("train_size") or train),
+        min(test, spec.get("test_size") or test),
+    )
 
 
 class DataError(RuntimeError):

@@ -59,6 +59,10 @@ RUN_DEFAULTS: dict[str, Any] = {
 # remeasures but never retrains (README, "What reruns when").
 TRAINING_METRICS = ("rank_tol", "rel_tol", "rank_cut", "eps_log_epochs")
 MEASURE_KEYS = ("device", "eval_batch", "metrics")
+# Samples per chunk when training evaluates whole splits at a logged epoch. Fixed, not the run's
+# `eval_batch`: BLAS blocks a matmul by its rows, so the chunk moves the last bits of the logged
+# losses, and a setting that changes training outputs would have to retrain when it changes.
+EVAL_CHUNK = 4096
 
 
 class PlanError(ValueError):

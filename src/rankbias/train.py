@@ -47,15 +47,12 @@ from rankbias.models import (
     member_losses,
     update_running_stats,
 )
+from rankbias.plan import EVAL_CHUNK
 from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
 
 DATA_SEED_OFFSET = 1_000_003  # data order and initialisation come from different streams
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 WD_FUNCTIONS = ("constant", "input_norm", "target_abs")
-# Samples per chunk when a logged epoch evaluates whole splits. Fixed, not the config's
-# `eval_batch`: BLAS blocks a matmul by its rows, so the chunk moves the last bits of the logged
-# losses, and a setting that changes training outputs would have to retrain when it changes.
-EVAL_CHUNK = 4096
 
 
 @dataclass

@@ -15,9 +15,9 @@ os.environ.update(
 )
 
 
-from rankbias import plan
+from rankbias import memory, plan
 from rankbias.config import ConfigError, check_config
-from rankbias.data import MIRROR_ENV, SOURCES
+from rankbias.data import MIRROR_ENV, SOURCES, planned_shape
 from rankbias.devices import DEVICE_ENV
 from rankbias.storage import write_text
 
@@ -102,6 +102,14 @@ def train_checkpoint_dir(wildcards):
 
 def train_data(wildcards):
     return f"results/data/{job_spec(wildcards)['dataset']}.npz"
+
+
+def train_mem_mb(wildcards, attempt):
+    """MB: estimated from the job's shapes (rankbias.memory, within 25 % of measured peaks) with
+    a 25 % margin; each retry asks for half as much again."""
+    spec = job_spec(wildcards)
+    shape = planned_shape(config["datasets"][spec["dataset"]])
+    return memory.declared_mb(spec, shape, attempt)
 
 
 def train_runtime(wildcards, attempt):

@@ -15,7 +15,7 @@ rule train:
         "../../envs/rankbias.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=train_mem_mb,
         runtime=train_runtime,
         gpu=1,
     params:
