@@ -31,7 +31,7 @@ from conftest import (
     wait_for,
 )
 
-from rankbias import plan
+from rankbias import data, memory, plan
 
 SCRIPT = ROOT.parent / "shared" / "tools" / "slurm-single-node.sh"
 FAULTS = ROOT / "tests" / "configs" / "faults.yaml"
@@ -64,7 +64,8 @@ def cluster_profile(folder: Path, threads: int = 2) -> Path:
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.v8+.yaml").read_text())
     profile["default-resources"].update(slurm_partition="debug", mem_mb=1000)
     del profile["default-resources"]["slurm_account"]
-    profile["set-resources"]["train"].update(slurm_partition="debug", mem_mb=2000)
+    profile["set-resources"]["train"].update(slurm_partition="debug")  # mem_mb: the estimate
+    profile["set-resources"]["preflight"].update(slurm_partition="debug")
     profile["set-threads"]["train"] = threads  # the node has 2 cores
     profile.update(
         {"slurm-no-account": True, "slurm-init-seconds-before-status-checks": 2, "latency-wait": 5}
@@ -121,20 +122,31 @@ def test_tiny_config_runs_through_the_slurm_profile_with_a_gpu_per_training_job(
 
     lines = sbatch_lines(log)
     train_lines = [line for line in lines if "--comment rule_train_" in line]
-    jobs = plan.jobs(yaml.safe_load(TINY.read_text()))
-    assert len(train_lines) == len(jobs)
+    preflight_lines = [line for line in lines if "--comment rule_preflight" in line]
+    config = yaml.safe_load(TINY.read_text())
+    jobs = plan.jobs(config)
+    assert len(train_lines) == len(jobs) and len(preflight_lines) == 1
+    # the device check goes first, on the training jobs' resources
+    assert lines.index(preflight_lines[0]) < min(map(lines.index, train_lines))
+    assert "--gpus=1" in preflight_lines[0] and "-p debug" in preflight_lines[0]
+    shapes = {name: data.planned_shape(spec) for name, spec in config["datasets"].items()}
     for line in train_lines:
         assert "--gpus=1" in line and "--cpus-per-task=2" in line and "--requeue" in line
         assert "--signal=USR1@300" in line and "-p debug" in line
-    assert not any("--gpus" in line for line in lines if line not in train_lines)
+        spec = next(spec for (_, group), spec in jobs.items() if f"group={group}" in line)
+        declared = memory.declared_mb(spec, shapes[spec["dataset"]])  # the estimate, not a guess
+        assert re.search(rf"--mem[ =]{declared}\b", line), line
+    gpu_lines = train_lines + preflight_lines
+    assert not any("--gpus" in line for line in lines if line not in gpu_lines)
 
     run_name = re.search(r"--job-name (\S+)", lines[0]).group(1)
     accounted = sacct(run_name)
     trained = [job for job in accounted if job["Comment"].startswith("rule_train_")]
+    on_gpu = [job for job in accounted if job["Comment"].startswith(("rule_train_", "rule_pre"))]
     assert len(trained) == len(jobs) and len(accounted) == len(lines)
     assert all(job["State"] == "COMPLETED" for job in accounted), accounted
-    assert all("gres/gpu=1" in job["AllocTRES"] for job in trained), trained
-    assert not any("gres/gpu" in job["AllocTRES"] for job in accounted if job not in trained)
+    assert all("gres/gpu=1" in job["AllocTRES"] for job in on_gpu), on_gpu
+    assert not any("gres/gpu" in job["AllocTRES"] for job in accounted if job not in on_gpu)
     for experiment, group in jobs:  # the job ran in the allocation: its threads, on the CPU
         record = json.loads(
             (workdir / "results/runs" / experiment / group / "result.json").read_text()

@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "steps_time_s": result.steps_s,
                 "diverged_epoch": result.diverged_epoch.tolist(),
                 "resumed_at": result.resumed,
-                "memory": {  # the estimate the workflow declared (mem_mb adds 25 %) and the peak
+                "memory": {  # the estimate the workflow declared (mem_mb adds 50 %) and the peak
                     "estimated_mb": memory.training_mb(
                         spec, memory.arrays_shape(arrays, spec["loss"])
                     ),
@@ -232,6 +232,32 @@ def cmd_compare_claims(args: argparse.Namespace) -> None:
         sys.exit(f"verdicts that moved without being flagged unstable: {', '.join(silent)}")
 
 
+def cmd_preflight(args: argparse.Namespace) -> None:
+    """The preflight on the training device: its record is written only when every check holds,
+    so a failure stops every training job (they need the record) with the numbers in the log."""
+    import torch
+
+    from rankbias.preflight import run_preflight
+
+    torch.set_num_threads(args.threads)
+    device, gpu_lock = job_device(args.device or os.environ.get(DEVICE_ENV) or "auto", log=_log)
+    record = run_preflight(device)
+    for check in record["checks"]:
+        mark = "ok  " if check["passed"] else "FAIL"
+        _log(f"{mark} {check['check']}: {check['value']:.3g} (tolerance {check['tolerance']:g})")
+    facts = {key: value for key, value in record.items() if key not in ("checks", "passed")}
+    _log("device: " + ", ".join(f"{key} {value}" for key, value in facts.items()))
+    if gpu_lock:
+        gpu_lock.close()
+    if not record["passed"]:
+        failed = [check["check"] for check in record["checks"] if not check["passed"]]
+        sys.exit(
+            f"preflight failed on {device}: {'; '.join(failed)}. No training job will start; the "
+            "numbers are above (README, 'The GPU preflight')"
+        )
+    write_json(args.out, stamped(record))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from rankbias.report import write_report
 
@@ -246,6 +272,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         [Path(p) for p in args.statistics],
         Path(args.paper_config) if args.paper_config else None,
         [Path(p) for p in args.measured],
+        Path(args.preflight) if args.preflight else None,
     )
     _log(f"wrote {args.out}")
 
@@ -285,6 +312,16 @@ def parser() -> argparse.ArgumentParser:
         help=f"seconds between checkpoints (default ${SECONDS_ENV}, else {DEFAULT_SECONDS:g})",
     )
     train.set_defaults(func=cmd_train)
+
+    preflight = steps.add_parser(
+        "preflight", help="check the training device against the CPU before any training job"
+    )
+    preflight.add_argument("--out", required=True, help="results/preflight.json")
+    preflight.add_argument("--threads", type=int, default=1)
+    preflight.add_argument(
+        "--device", default="", help=f"auto, cpu or cuda:N (default ${DEVICE_ENV}, else auto)"
+    )
+    preflight.set_defaults(func=cmd_preflight)
 
     measure = steps.add_parser(
         "measure", help="rank metrics, bounds and status of every training job of an experiment"
@@ -357,6 +394,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--data-info", nargs="+", required=True)
     report.add_argument("--runs", nargs="+", required=True, help="result.json of every job")
     report.add_argument("--claims", required=True, help="claims.json from `rankbias claims`")
+    report.add_argument("--preflight", default="", help="results/preflight.json")
     report.add_argument(
         "--measured", nargs="*", default=[], help="<experiment>.code.json of every measurement"
     )

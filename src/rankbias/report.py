@@ -248,6 +248,20 @@ def provenance(runs: list[dict], meta: dict, codes: dict[str, dict]) -> dict:
     }
 
 
+def preflight_text(record: dict | None) -> str:
+    """One line on the device check that preceded training (rankbias.preflight)."""
+    if record is None:
+        return "not run"
+    passed = sum(check["passed"] for check in record["checks"])
+    device = record.get("gpu", record["device"])
+    driver = f", driver {record['driver']}" if "driver" in record else ""
+    note = f" ({record['note']})" if "note" in record else ""
+    return (
+        f"{passed} of {len(record['checks'])} checks passed on {device}{driver}; torch "
+        f"{record['torch']}, CUDA build {record['cuda_build'] or 'none'}{note}"
+    )
+
+
 VERDICT_MARK = {"supported": "✓", "contradicted": "✗", "mixed": "◐", "inconclusive": "?"}
 FINDING_MARK = {"borne out": "✓", "not borne out": "✗", "undecided": "?", "context": "·"}
 RESULT_MARK = {
@@ -407,6 +421,7 @@ def build_context(
     statistics: list[Path],
     paper_config: Path | None = None,
     measured: list[Path] = (),
+    preflight: Path | None = None,
 ) -> dict:
     """Everything the template shows, from the workflow's outputs and `words` (`load_words`)."""
     summaries = {path.stem: read_json(path) for path in statistics}
@@ -445,13 +460,14 @@ def build_context(
         )
     run_records = [read_json(path) for path in runs]
     data_records = [read_json(path) | {"name": path.stem} for path in data_infos]
+    checked = read_json(preflight) if preflight else None
     codes = result_codes(
         data_records,
         run_records,
         {path.name.removesuffix(".code.json"): read_json(path) for path in measured},
         summaries,
         verdicts,
-    )
+    ) | ({"preflight": checked.get("code")} if checked else {})
     verdict_counts = {v: sum(c["verdict"] == v for c in verdicts["claims"]) for v in VERDICT_MARK}
     scopes = {name: summary["tables"]["scope"] for name, summary in summaries.items()}
     return {
@@ -466,7 +482,7 @@ def build_context(
         "datasets": data_records,
         "scope": run_scope(scopes, data_records, run_records, verdicts, paper_config),
         "provenance": provenance(run_records, meta, codes)
-        | {"registry": verdicts.get("registry", {})},
+        | {"registry": verdicts.get("registry", {}), "preflight": preflight_text(checked)},
         "metric_table": [(entry["name"], entry["definition"]) for entry in words["metrics"]],
     }
 
@@ -493,9 +509,19 @@ def write_report(
     statistics: list[Path],
     paper_config: Path | None = None,
     measured: list[Path] = (),
+    preflight: Path | None = None,
 ) -> None:
     words = load_words(template_dir)
     context = build_context(
-        meta, words, figures, data_infos, runs, claims, statistics, paper_config, measured
+        meta,
+        words,
+        figures,
+        data_infos,
+        runs,
+        claims,
+        statistics,
+        paper_config,
+        measured,
+        preflight,
     )
     write_text(out, render(template_dir, context))

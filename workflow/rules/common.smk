@@ -106,7 +106,7 @@ def train_data(wildcards):
 
 def train_mem_mb(wildcards, attempt):
     """MB: estimated from the job's shapes (rankbias.memory, within 25 % of measured peaks) with
-    a 25 % margin; each retry asks for half as much again."""
+    a 50 % margin; each retry asks for half as much again."""
     spec = job_spec(wildcards)
     shape = planned_shape(config["datasets"][spec["dataset"]])
     return memory.declared_mb(spec, shape, attempt)

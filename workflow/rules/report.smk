@@ -61,6 +61,7 @@ rule report:
         runs=[f"results/runs/{experiment}/{group}/result.json" for experiment, group in JOBS],
         claims="results/claims.json",
         meta="results/run_config.json",
+        preflight="results/preflight.json",
         measured=expand("results/metrics/{experiment}.code.json", experiment=EXPERIMENTS),
         statistics=expand("results/statistics/{experiment}.json", experiment=EXPERIMENTS),
         template=REPORT_TEMPLATE,
@@ -85,4 +86,4 @@ rule report:
     params:
         template_dir=subpath(input.template, parent=True),
     shell:
-        "python -m rankbias report --meta {input.meta} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --measured {input.measured} --statistics {input.statistics} --paper-config {input.paper_config:q} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"
+        "python -m rankbias report --meta {input.meta} --figures {input.figures} --data-info {input.data_info} --runs {input.runs} --claims {input.claims} --preflight {input.preflight} --measured {input.measured} --statistics {input.statistics} --paper-config {input.paper_config:q} --template-dir {params.template_dir} --out {output.html} > {log} 2>&1"

@@ -1,6 +1,27 @@
+rule preflight:
+    output:
+        json="results/preflight.json",
+    log:
+        "logs/preflight.log",
+    conda:
+        "../../envs/rankbias.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+        gpu=1,
+    params:
+        device=config.get("device", "auto"),  # checked again on another device
+    shell:
+        "python -m rankbias preflight --out {output.json} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
 rule train:
     input:
         data=train_data,
+        # every training job waits for the device check; ancient: a rerun preflight (another
+        # device) retrains nothing
+        preflight=ancient("results/preflight.json"),
     output:
         final="results/runs/{experiment}/{group}/final.npz",
         init="results/runs/{experiment}/{group}/init.npz",
