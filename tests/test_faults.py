@@ -40,14 +40,17 @@ VOLATILE = {
     "steps_time_s",
     "resumed_at",
     "npz_sha256",
-}  # run times, resume points, zip timestamps
+    "memory",
+}  # run times, resume points, zip timestamps, measured peak memory
 
 pytestmark = pytest.mark.workflow
 
 
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
-    """A snakemake run in the background, in its own process group (to kill it like a node)."""
+    """A snakemake run in the background, in its own process group (to kill it like a node);
+    SLURM_CONF as conftest.snakemake sets it."""
     env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    env["SLURM_CONF"] = os.devnull
     command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), *args]
     return subprocess.Popen(
         [*command, "--directory", str(workdir)],

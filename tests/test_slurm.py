@@ -142,7 +142,8 @@ def test_tiny_config_runs_through_the_slurm_profile_with_a_gpu_per_training_job(
     run_name = re.search(r"--job-name (\S+)", lines[0]).group(1)
     accounted = sacct(run_name)
     trained = [job for job in accounted if job["Comment"].startswith("rule_train_")]
-    on_gpu = [job for job in accounted if job["Comment"].startswith(("rule_train_", "rule_pre"))]
+    gpu_rules = ("rule_train_", "rule_preflight")  # not rule_prepare_dataset
+    on_gpu = [job for job in accounted if job["Comment"].startswith(gpu_rules)]
     assert len(trained) == len(jobs) and len(accounted) == len(lines)
     assert all(job["State"] == "COMPLETED" for job in accounted), accounted
     assert all("gres/gpu=1" in job["AllocTRES"] for job in on_gpu), on_gpu
