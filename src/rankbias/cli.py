@@ -58,7 +58,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from rankbias.train import train_ensemble
 
     torch.set_num_threads(args.threads)  # the job's allocation: Snakemake's `threads`
-    memory.predictable_heap()
     spec = json.loads(args.spec)
     arrays, _ = data.load_prepared(args.data)
     # recorded in result.json, never a rerun trigger: the workflow passes it in the environment

@@ -37,6 +37,7 @@ from rankbias import paper_a
 from rankbias.checkpoint import Checkpointer, array_digest, spec_digest
 from rankbias.controls import control_columns
 from rankbias.decay import ExactDecay, fold_interval
+from rankbias.memory import returned_heap
 from rankbias.models import (
     NORM_PARAMS,
     Arch,
@@ -443,7 +444,15 @@ def log_snapshot(
     setup: Setup, state: TrainState, epoch: int, hooks: Sequence[Hook], log: Callable
 ) -> None:
     """Append epoch `epoch`'s rows to the history: every split's loss and accuracy, the hooks'
-    first-layer columns, rank metrics and decay controls (`_history_rows`)."""
+    first-layer columns, rank metrics and decay controls (`_history_rows`). Its temporaries go
+    back to the system when freed (memory.returned_heap), so a job's peak follows its estimate."""
+    with returned_heap():
+        _log_snapshot(setup, state, epoch, hooks, log)
+
+
+def _log_snapshot(
+    setup: Setup, state: TrainState, epoch: int, hooks: Sequence[Hook], log: Callable
+) -> None:
     current = state.decay.effective(state.params)
     dead = (~state.alive).cpu().numpy() & (state.diverged_epoch < 0)
     state.diverged_epoch[dead] = epoch
