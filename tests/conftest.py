@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -83,6 +84,27 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         check=check,
         env={"SLURM_CONF": os.devnull},
     )
+
+
+def train_command(
+    spec: dict, data_path: Path, out: Path, checkpoints: Path | None = None
+) -> list[str]:
+    """`python -m rankbias train` as the workflow calls it (checkpoints at every step if given)."""
+    command = [
+        sys.executable,
+        "-m",
+        "rankbias",
+        "train",
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(data_path),
+        "--out-dir",
+        str(out),
+    ]
+    if checkpoints:
+        command += ["--checkpoint-dir", str(checkpoints), "--checkpoint-seconds", "0"]
+    return command
 
 
 def planned_jobs(dry_run: subprocess.CompletedProcess) -> dict[str, int]:

@@ -13,13 +13,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import train_command
 from test_train import MEMBERS, spec_for, toy_arrays
 
 from rankbias import checkpoint, data
@@ -165,24 +165,6 @@ def teacher_data(tmp_path_factory) -> Path:
     npz = tmp_path_factory.mktemp("data") / "teacher.npz"
     data.write_prepared(arrays, info, str(npz), str(npz.with_suffix(".json")))
     return npz
-
-
-def train_command(spec: dict, data_path: Path, out: Path, checkpoints: Path | None) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "rankbias",
-        "train",
-        "--spec",
-        json.dumps(spec),
-        "--data",
-        str(data_path),
-        "--out-dir",
-        str(out),
-    ]
-    if checkpoints:
-        command += ["--checkpoint-dir", str(checkpoints), "--checkpoint-seconds", "0"]
-    return command
 
 
 PROCESS_SPEC = {

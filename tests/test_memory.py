@@ -4,12 +4,12 @@ mem_mb growing with retries, and a config whose job cannot fit refused before an
 import json
 import re
 import subprocess
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY, project, snakemake
+from conftest import TINY, project, snakemake, train_command
 
 from rankbias import data, memory, paper_a, plan
 
@@ -73,20 +73,7 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(tmp_path, name):
     npz = prepared(tmp_path, shape["features"], shape["rows"], shape.get("classes"))
     spec = job_spec(shape)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rankbias",
-            "train",
-            "--spec",
-            json.dumps(spec),
-            "--data",
-            npz,
-            "--out-dir",
-            str(tmp_path / "run"),
-            "--device",
-            "cpu",
-        ],
+        [*train_command(spec, Path(npz), tmp_path / "run"), "--device", "cpu"],
         check=True,
         capture_output=True,
     )

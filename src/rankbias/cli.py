@@ -47,6 +47,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     )
 
 
+def requested_device(args: argparse.Namespace, spec: dict | None = None) -> str:
+    """--device, else $RANKBIAS_DEVICE (how the workflow passes the config's `device`: recorded
+    in result.json, never a rerun trigger), else the spec's, else auto."""
+    return args.device or os.environ.get(DEVICE_ENV) or (spec or {}).get("device", "auto")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train one ensemble. A stop signal (caught since the process began, rankbias.stop_signals)
     ends the job with 128 + signal: before training, with nothing trained; during it, after a
@@ -60,9 +66,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)  # the job's allocation: Snakemake's `threads`
     spec = json.loads(args.spec)
     arrays, _ = data.load_prepared(args.data)
-    # recorded in result.json, never a rerun trigger: the workflow passes it in the environment
-    requested = args.device or os.environ.get(DEVICE_ENV) or spec.get("device", "auto")
-    device, gpu_lock = job_device(requested, log=_log)  # held until exit
+    device, gpu_lock = job_device(requested_device(args, spec), log=_log)  # held until exit
     spec = {**spec, "device": device}
     checkpointer = None
     if args.checkpoint_dir:
@@ -239,7 +243,7 @@ def cmd_preflight(args: argparse.Namespace) -> None:
     from rankbias.preflight import run_preflight
 
     torch.set_num_threads(args.threads)
-    device, gpu_lock = job_device(args.device or os.environ.get(DEVICE_ENV) or "auto", log=_log)
+    device, gpu_lock = job_device(requested_device(args), log=_log)
     record = run_preflight(device)
     for check in record["checks"]:
         mark = "ok  " if check["passed"] else "FAIL"

@@ -145,41 +145,27 @@ def run_preflight(device: str, trainer: Trainer | None = None) -> dict:
     all hold. `trainer` defaults to rankbias.train.train_ensemble (tests hand in faulty ones)."""
     trainer = trainer or train_ensemble
     checks = []
+
+    def check(text: str, value: float, tolerance: float) -> None:
+        checks.append(
+            {"check": text, "value": value, "tolerance": tolerance, "passed": value <= tolerance}
+        )
+
     for name, (spec, arrays) in problems().items():
+        on_device = {}  # dtype -> final weights: the agreement runs serve the other checks too
         for dtype, tolerance in AGREEMENT.items():
-            on_device = _train(trainer, {**spec, "dtype": dtype, "device": device}, arrays)
-            on_cpu = _train(trainer, {**spec, "dtype": dtype, "device": "cpu"}, arrays)
-            difference = _difference(on_device, on_cpu)
-            checks.append(
-                {
-                    "check": f"{name}, {dtype}: {device} agrees with the CPU",
-                    "value": difference,
-                    "tolerance": tolerance,
-                    "passed": difference <= tolerance,
-                }
-            )
+            typed = {**spec, "dtype": dtype}
+            on_device[dtype] = _train(trainer, {**typed, "device": device}, arrays)
+            on_cpu = _train(trainer, {**typed, "device": "cpu"}, arrays)
+            difference = _difference(on_device[dtype], on_cpu)
+            check(f"{name}, {dtype}: {device} agrees with the CPU", difference, tolerance)
         f64 = {**spec, "dtype": "float64", "device": device}
-        ensemble = _train(trainer, f64, arrays)
         alone = _train(trainer, {**f64, "members": MEMBERS[1:2]}, arrays)
-        difference = _difference(ensemble, alone, slice(1, 2))
-        checks.append(
-            {
-                "check": f"{name}: member 1 equals the same model trained alone",
-                "value": difference,
-                "tolerance": ALONE,
-                "passed": difference <= ALONE,
-            }
-        )
+        difference = _difference(on_device["float64"], alone, slice(1, 2))
+        check(f"{name}: member 1 equals the same model trained alone", difference, ALONE)
         f32 = {**spec, "dtype": "float32", "device": device}
-        identical = _resumed_equals(trainer, f32, arrays, _train(trainer, f32, arrays))
-        checks.append(
-            {
-                "check": f"{name}: stopped at a checkpoint and resumed, bit-identical",
-                "value": float(not identical),
-                "tolerance": 0.0,
-                "passed": identical,
-            }
-        )
+        differs = not _resumed_equals(trainer, f32, arrays, on_device["float32"])
+        check(f"{name}: stopped at a checkpoint and resumed, bit-identical", float(differs), 0.0)
     facts = device_facts(device)
     if torch.device(device).type == "cpu":
         facts["note"] = "no GPU: the device-against-CPU checks compare the CPU with itself"
