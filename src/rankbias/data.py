@@ -12,7 +12,7 @@ import io
 import os
 import tarfile
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ DOWNLOAD_TIMEOUT_S = 30
 @dataclass(frozen=True)
 class RawFile:
     name: str
-    sha256: str  # of the decompressed payload
+    sha256: str  # of the decompressed payload; of the file as it is when `whole`
+    whole: bool = False  # an archive known by its own checksum (CIFAR-10's), never decompressed
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Source:
     system_package: str = ""  # the Debian/Ubuntu package that installs `system_dirs`
 
 
+CIFAR_ARCHIVE = "cifar-10-binary.tar.gz"
+CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST = "test_batch.bin"
+CIFAR_RECORD = 1 + 3 * 32 * 32  # a label byte, then 1,024 red, 1,024 green, 1,024 blue bytes
 _IDX_NAMES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -91,6 +96,16 @@ SOURCES: dict[str, Source] = {
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         system_package="dataset-fashion-mnist",
     ),
+    "cifar10": Source(  # the binary version: records of bytes, no unpickling
+        files=(
+            RawFile(
+                CIFAR_ARCHIVE,
+                "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+                whole=True,
+            ),
+        ),
+        url_bases=("https://www.cs.toronto.edu/~kriz/",),
+    ),
     "california_housing": Source(
         files=(
             RawFile(
@@ -110,8 +125,13 @@ VALIDATION_FRACTION = 0.1  # datasets.<name>.validation_fraction's default
 RAW_SHAPES = {
     "mnist": (784, 10, 60_000, 10_000),
     "fashion_mnist": (784, 10, 60_000, 10_000),
+    "cifar10": (3072, 10, 50_000, 10_000),
     "california_housing": (8, 1, 20_640, 0),
 }
+
+# Sources whose rows are images (channels, height, width), flattened channel-major in the
+# prepared arrays: the conv nets take them as images.
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def planned_shape(spec: dict) -> tuple[int, int, int, int]:
@@ -143,9 +163,9 @@ class DataError(RuntimeError):
 # ----------------------------------------------------------------------------- fetching
 
 
-def payload(raw: bytes, name: str) -> bytes:
-    """The bytes a checksum is taken over: decompressed for `.gz` files."""
-    if name.endswith(".gz"):
+def payload(raw: bytes, name: str, whole: bool = False) -> bytes:
+    """The bytes a checksum is taken over: decompressed for `.gz` files, unless `whole`."""
+    if name.endswith(".gz") and not whole:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError) as error:
@@ -156,7 +176,7 @@ def payload(raw: bytes, name: str) -> bytes:
 def check_payload(raw: bytes, expected: RawFile, origin: str) -> None:
     """Refuse a file whose decompressed payload does not hash to the expected SHA-256."""
     try:
-        digest = sha256_bytes(payload(raw, expected.name))
+        digest = sha256_bytes(payload(raw, expected.name, expected.whole))
     except DataError as error:
         digest = f"unreadable ({error})"
     if digest != expected.sha256:
@@ -173,7 +193,7 @@ def _candidates(raw_file: RawFile, source: Source, source_name: str, mirror: str
     dirs += [Path(d) for d in source.system_dirs]
     for directory in dirs:
         yield directory / raw_file.name
-        if raw_file.name.endswith(".gz"):  # a decompressed copy verifies the same
+        if raw_file.name.endswith(".gz") and not raw_file.whole:  # a decompressed copy verifies
             yield directory / raw_file.name.removesuffix(".gz")
 
 
@@ -213,7 +233,8 @@ def fetch(source_name: str, dest_dir: str | os.PathLike, mirror: str | None = No
         origin = _place(raw_file, source, source_name, mirror, target, archive_cache, failures)
         if origin is None:
             continue
-        manifest["files"][raw_file.name] = {"sha256_payload": raw_file.sha256, "origin": origin}
+        checksum = "sha256_file" if raw_file.whole else "sha256_payload"
+        manifest["files"][raw_file.name] = {checksum: raw_file.sha256, "origin": origin}
     missing = [f.name for f in source.files if f.name not in manifest["files"]]
     if missing:
         urls = [base + name for base in source.url_bases for name in missing]
@@ -257,7 +278,7 @@ def _place(
         local_copies += 1
         raw = candidate.read_bytes()
         try:
-            check_payload(raw, RawFile(candidate.name, raw_file.sha256), str(candidate))
+            check_payload(raw, replace(raw_file, name=candidate.name), str(candidate))
         except DataError as error:
             failures.append(str(error))
             continue
@@ -308,7 +329,9 @@ def verify_manifest(raw_dir: str | os.PathLike) -> dict:
         path = raw_dir / name
         if not path.is_file():
             raise DataError(f"{path}: listed in {raw_dir / MANIFEST} but missing")
-        check_payload(path.read_bytes(), RawFile(name, entry["sha256_payload"]), str(path))
+        whole = "sha256_file" in entry
+        expected = RawFile(name, entry["sha256_file" if whole else "sha256_payload"], whole)
+        check_payload(path.read_bytes(), expected, str(path))
     return manifest
 
 
@@ -326,6 +349,35 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if data.size != int(np.prod(dims)):
         raise DataError(f"{path}: header says {tuple(dims)} but holds {data.size} values")
     return data.reshape(tuple(dims))
+
+
+def read_cifar_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, 3·32·32] (channel-major, as stored) and labels of one CIFAR-10 binary batch."""
+    if len(data) % CIFAR_RECORD:
+        raise DataError(
+            f"{name}: {len(data)} bytes is not a whole number of {CIFAR_RECORD}-byte records"
+        )
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max(initial=0) > 9:
+        raise DataError(f"{name}: label {int(labels.max())} outside 0-9: not a CIFAR-10 batch")
+    return records[:, 1:], labels
+
+
+def read_cifar(path: str | os.PathLike) -> tuple[np.ndarray, ...]:
+    """x_train, y_train, x_test, y_test of the binary archive, read member by member."""
+    batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with tarfile.open(path, mode="r:gz") as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if member.isfile() and name in (*CIFAR_TRAIN, CIFAR_TEST):
+                batches[name] = read_cifar_batch(tar.extractfile(member).read(), name)
+    missing = [name for name in (*CIFAR_TRAIN, CIFAR_TEST) if name not in batches]
+    if missing:
+        raise DataError(f"{path}: no member {', '.join(missing)}: not CIFAR-10's binary archive")
+    x_train = np.concatenate([batches[name][0] for name in CIFAR_TRAIN])
+    y_train = np.concatenate([batches[name][1] for name in CIFAR_TRAIN])
+    return x_train, y_train, *batches[CIFAR_TEST]
 
 
 def read_california_housing(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -393,6 +445,7 @@ def prepare(spec: dict, raw_dir: str | os.PathLike | None) -> tuple[dict[str, np
     builders = {
         "mnist": _prepare_idx,
         "fashion_mnist": _prepare_idx,
+        "cifar10": _prepare_cifar,
         "california_housing": _prepare_housing,
         "teacher": _prepare_teacher,
     }
@@ -470,7 +523,40 @@ def _prepare_idx(spec: dict, raw_dir: Path):
         "task": "classification",
         "n_classes": 10,
         "n_outputs": 10,
+        "image_shape": list(IMAGE_SHAPES[spec["source"]]),
         "scaling": {"kind": "global", "mean": mean, "std": std},
+        "class_counts_train": np.bincount(y_train, minlength=10).tolist(),
+    }
+    return arrays, info
+
+
+def _prepare_cifar(spec: dict, raw_dir: Path):
+    """CIFAR-10: subset (stratified), then standardise each colour channel on the training
+    subset's mean and std (recorded); float32, so the full 50,000 images take 0.6 GB, not 1.2."""
+    rng = np.random.default_rng(spec.get("subset_seed", 0))
+    x_train, y_train, x_test, y_test = read_cifar(raw_dir / CIFAR_ARCHIVE)
+    x_train, y_train = _subset(x_train, y_train, spec.get("train_size"), rng, stratify=True)
+    x_test, y_test = _subset(x_test, y_test, spec.get("test_size"), rng, stratify=True)
+    channels = IMAGE_SHAPES["cifar10"][0]
+    by_channel = x_train.reshape(len(x_train), channels, -1).astype(np.float64)
+    mean, std = by_channel.mean(axis=(0, 2)), by_channel.std(axis=(0, 2))
+
+    def scaled(x: np.ndarray) -> np.ndarray:
+        images = (x.reshape(len(x), channels, -1) - mean[:, None]) / std[:, None]
+        return images.reshape(len(x), -1).astype(np.float32)
+
+    arrays = {
+        "x_train": scaled(x_train),
+        "y_train": y_train,
+        "x_test": scaled(x_test),
+        "y_test": y_test,
+    }
+    info = {
+        "task": "classification",
+        "n_classes": 10,
+        "n_outputs": 10,
+        "image_shape": list(IMAGE_SHAPES["cifar10"]),
+        "scaling": {"kind": "per_channel", "mean": mean.tolist(), "std": std.tolist()},
         "class_counts_train": np.bincount(y_train, minlength=10).tolist(),
     }
     return arrays, info

@@ -83,16 +83,21 @@ class ExactDecay:
         """1 / (tensor `name`'s current scale), shaped to multiply `like` [M, ...]."""
         return _rows(self.inverse[self.index[name]], like)
 
-    def forward_inputs(self, params: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-        """What a training step's forward and backward passes take: the stored weight matrices
-        with their scales apart (`weight_scales`), every other tensor as it actually is."""
-        actual, weight_scales = dict(params), {}
+    def actual(self, params: dict[str, torch.Tensor], weights: bool = True) -> dict:
+        """The tensors as they actually are, scale·stored in the training precision (with
+        `weights` False, the weight matrices stay stored): an autograd step's leaves."""
+        actual = dict(params)
         for name, row in self.index.items():
-            if name[0] == "W":
-                weight_scales[name] = self.cast[row]
-            else:
+            if weights or name[0] != "W":
                 actual[name] = params[name] * _rows(self.cast[row], params[name])
-        return actual, weight_scales
+        return actual
+
+    def forward_inputs(self, params: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+        """What a hand-written training step's forward and backward passes take: the stored
+        weight matrices with their scales apart (`weight_scales`), every other tensor as it
+        actually is."""
+        weight_scales = {name: self.cast[row] for name, row in self.index.items() if name[0] == "W"}
+        return self.actual(params, weights=False), weight_scales
 
     def effective(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The network's actual tensors, scale·stored (products in float64, cast back)."""

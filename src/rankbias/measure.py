@@ -15,11 +15,13 @@ import torch
 
 from rankbias.bounds import model_bounds
 from rankbias.controls import PLATEAU_TOL, control_columns, plateau
+from rankbias.convnets import kernel_matrix, operator_norms
+from rankbias.convshapes import ConvArch, Layer
 from rankbias.paper_a import KINK_TOL, applies, eps_batch, theorem_26, unit_states
 from rankbias.paper_b import bound_columns, norm_ratios
 from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
 from rankbias.train import DTYPES, lr_factor, member_decay_weights
-from rankbias.vocabulary import PLATEAU_METRICS
+from rankbias.vocabulary import BOUND_COLUMNS, PLATEAU_METRICS
 
 COLLAPSE_MARGIN = 0.05  # accuracy points above chance below which a classifier has collapsed
 COLLAPSE_R2 = 0.1  # train R² below which a regression net has collapsed
@@ -204,7 +206,7 @@ def layer_rows(
     last_epoch = int(layer_end["epoch"].max())
     final_lr = torch.tensor([m["lr"] for m in spec["members"]]) * lr_factor(spec, last_epoch)
     weight_decay = torch.tensor([m["weight_decay"] for m in spec["members"]])
-    weights = torch.as_tensor(final_weights[f"W{layer}"], dtype=torch.float64)
+    weights = kernel_matrix(torch.as_tensor(final_weights[f"W{layer}"], dtype=torch.float64))
     finite = torch.isfinite(weights).all(dim=(1, 2))
     cleaned = torch.nan_to_num(weights, nan=0.0, posinf=0.0, neginf=0.0)
     sigma = torch.linalg.svdvals(cleaned)
@@ -214,13 +216,18 @@ def layer_rows(
     frame["layer"] = layer
     frame["is_output"] = layer == spec["depth"]
     frame["rows"], frame["cols"] = weights.shape[1], weights.shape[2]
+    shape = layer_shape(spec, final_weights, layer)
+    frame["layer_kind"], frame["kernel"] = shape.role, shape.kernel
+    frame["positions"] = shape.positions  # Paper B's m_l: 1 for a dense layer
     for name, value in metrics.items():
         frame[name] = value.numpy()
-    for name, value in bound_columns(sigma, spec["batch_size"], final_lr, weight_decay).items():
+    for name, value in bound_columns(
+        sigma, spec["batch_size"], final_lr, weight_decay, shape.positions
+    ).items():
         frame[name] = value.numpy()
     controls = control_columns(
         cleaned,
-        torch.as_tensor(init_weights[f"W{layer}"], dtype=torch.float64),
+        kernel_matrix(torch.as_tensor(init_weights[f"W{layer}"], dtype=torch.float64)),
         torch.tensor(layer_end["init_factor"].to_numpy()),
         torch.tensor(layer_end["decay_horizon"].to_numpy()),
         tolerances,
@@ -233,6 +240,36 @@ def layer_rows(
         ).items():
             frame[name] = value.numpy()
     return frame, sigma.numpy()
+
+
+def layer_shape(spec: dict, final_weights: dict[str, np.ndarray], layer: int) -> Layer:
+    """Layer `layer` of the job's net: a conv of its conv net, or a dense layer (kernel 0, one
+    position) of an MLP."""
+    if spec.get("arch", "mlp") == "mlp":
+        rows, cols = final_weights[f"W{layer}"].shape[1:]
+        return Layer(cols, rows, 0, 1, 1, "head" if layer == spec["depth"] else "dense")
+    return conv_arch(spec, final_weights).layers()[layer - 1]
+
+
+def conv_arch(spec: dict, final_weights: dict[str, np.ndarray]) -> ConvArch:
+    out_dim = final_weights[f"W{spec['depth']}"].shape[1]
+    return ConvArch(spec["arch"], tuple(spec["image_shape"]), out_dim, tuple(spec["channels"]))
+
+
+def conv_bound_columns(
+    spec: dict, final_weights: dict[str, np.ndarray], frames: list[pd.DataFrame]
+) -> None:
+    """Each layer's `operator_norm` (the conv as the map it applies, rankbias.convnets) beside
+    the reshaped kernel's `spectral_norm`. The model-level bounds of rankbias.bounds are defined
+    for fully connected nets and stay NaN for conv nets (README, "Conv nets")."""
+    weights = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in final_weights.items()}
+    finite = torch.stack([torch.isfinite(v.flatten(1)).all(dim=1) for v in weights.values()]).all(0)
+    weights = {k: torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in weights.items()}
+    norms = operator_norms(conv_arch(spec, final_weights), weights)
+    for frame, layer in zip(frames, sorted(norms), strict=True):
+        frame["operator_norm"] = torch.where(finite, norms[layer], float("nan")).numpy()
+        for name in BOUND_COLUMNS:
+            frame[name] = np.nan
 
 
 def measure_job(
@@ -254,10 +291,15 @@ def measure_job(
             spec, layer, members, final_weights, init_weights, layer_end, arrays
         )
         frames.append(frame)
-    first_rank = torch.tensor(frames[0]["rank_galanti"].to_numpy())
-    for name, value in generalization_columns(spec, final_weights, arrays, first_rank).items():
-        for frame in frames:  # model-level numbers, repeated on each layer's row like the losses
-            frame[name] = value.numpy()
+    if spec.get("arch", "mlp") != "mlp":
+        conv_bound_columns(spec, final_weights, frames)
+    else:
+        first_rank = torch.tensor(frames[0]["rank_galanti"].to_numpy())
+        for name, value in generalization_columns(spec, final_weights, arrays, first_rank).items():
+            for frame in frames:  # model-level numbers, repeated on each layer's row
+                frame[name] = value.numpy()
+        for frame in frames:  # a dense layer's operator norm is its spectral norm
+            frame["operator_norm"] = frame["spectral_norm"]
     table = pd.concat(frames, ignore_index=True)
     table = table.merge(norm_ratios(history), on=["member", "layer"], how="left")
     tolerance = spec.get("metrics", {}).get("plateau_tol", PLATEAU_TOL)

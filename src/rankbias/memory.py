@@ -18,6 +18,7 @@ import os
 import resource
 from collections.abc import Iterator
 
+from rankbias.convshapes import CONV_EVAL_CHUNK, ConvArch
 from rankbias.plan import EVAL_CHUNK
 
 MB = 2**20
@@ -33,8 +34,37 @@ def layer_shapes(spec: dict, features: int, outputs: int) -> list[tuple[int, int
     return list(zip(widths[1:], widths[:-1], strict=True))
 
 
+def conv_terms(spec: dict, shape: tuple[int, int, int, int]) -> dict[str, float]:
+    """A conv-net job's terms (rankbias.convnets, convtrain): autograd keeps, per conv, its
+    input, its output and batch norm's output of every sample of the batch (members at once
+    when `grouped`, one at a time in a `loop`), and a step adds the leaves, their gradients and
+    the updates to the weights that live throughout."""
+    features, outputs, train_rows, test_rows = shape
+    members, batch = len(spec["members"]), spec["batch_size"]
+    size = DTYPE_BYTES[spec.get("dtype", "float32")]
+    arch = ConvArch(spec["arch"], tuple(spec["image_shape"]), outputs, tuple(spec["channels"]))
+    layers = arch.layers()
+    weights = members * sum(
+        math.prod(layer.matrix_shape) + 4 * layer.out_channels for layer in layers
+    )
+    activations = [layer.out_channels * layer.positions for layer in layers]
+    together = members if spec.get("ensemble_mode", "grouped") == "grouped" else 1
+    rows = train_rows + test_rows
+    chunk = min(CONV_EVAL_CHUNK, max(train_rows, test_rows))
+    return {
+        "base": BASE_MB * MB,
+        "data": rows * (features * 4 + 8) + (rows * features * size if size != 4 else 0),
+        "weights": (WEIGHT_COPIES + 3) * weights * size,
+        "step": together * batch * (features + 3 * sum(activations)) * size,
+        "evaluation": members * chunk * (features + 3 * max(activations)) * size,
+        "spectra": 3 * max(math.prod(layer.matrix_shape) for layer in layers) * members * 8,
+    }
+
+
 def training_terms(spec: dict, shape: tuple[int, int, int, int]) -> dict[str, float]:
     """Bytes of each part of a training job's peak; `shape` is data.planned_shape's."""
+    if spec.get("arch", "mlp") != "mlp":
+        return conv_terms(spec, shape)
     features, outputs, train_rows, test_rows = shape
     members, width, batch = len(spec["members"]), spec["width"], spec["batch_size"]
     size = DTYPE_BYTES[spec.get("dtype", "float32")]

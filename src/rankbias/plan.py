@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from rankbias.data import GENERATED_SOURCES, SOURCES
+from rankbias.convshapes import ConvArch
+from rankbias.data import GENERATED_SOURCES, IMAGE_SHAPES, RAW_SHAPES, SOURCES
 from rankbias.vocabulary import SHAPE_AXES
 
 # Figures an experiment may list under `figures` (drawn by rankbias.figures.draw_figure).
@@ -38,6 +39,10 @@ DEFAULT_FIGURES = (
     "generalization",
 )  # Paper A's audits
 RUN_DEFAULTS: dict[str, Any] = {
+    "arch": "mlp",
+    "channels": [],
+    "augment": {},
+    "ensemble": "auto",
     "depth": 2,
     "output_bias": False,
     "batch_norm": False,
@@ -80,7 +85,27 @@ def format_number(value: float) -> str:
 
 def group_name(run: dict, depth: int, width: int, batch_size: int, chunk: int) -> str:
     prefix = run.get("name") or run["dataset"]
-    return f"{prefix}_L{depth}_H{width}_B{batch_size}_j{chunk}"
+    shape = f"L{depth}_H{width}" if run["arch"] == "mlp" else run["arch"]
+    return f"{prefix}_{shape}_B{batch_size}_j{chunk}"
+
+
+def conv_shape(config: dict, run: dict, where: str) -> tuple[ConvArch, tuple[int, int, int]]:
+    """The conv net a run names, on its data set's images; refuses data that are not images."""
+    source = config["datasets"][run["dataset"]]["source"]
+    if source not in IMAGE_SHAPES:
+        raise PlanError(
+            f"{where}.arch: {run['arch']} needs images, but data set {run['dataset']!r} (source "
+            f"{source}) has none; image sources: {', '.join(IMAGE_SHAPES)}"
+        )
+    if (run["arch"] == "cnn") != bool(run["channels"]):
+        raise PlanError(f"{where}.channels: give `channels` with arch cnn, and only with it")
+    classes = RAW_SHAPES[source][1]
+    arch = ConvArch(run["arch"], IMAGE_SHAPES[source], classes, tuple(run["channels"]))
+    try:
+        arch.layers()
+    except ValueError as error:
+        raise PlanError(f"{where}.channels: {error}") from error
+    return arch, IMAGE_SHAPES[source]
 
 
 def check_datasets(config: dict, source: str) -> None:
@@ -131,6 +156,17 @@ def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
                 )
             ]
             chunk = run["members_per_job"] or len(members)
+            conv: dict[str, Any] = {}
+            if run["arch"] != "mlp":
+                arch, image_shape = conv_shape(config, run, where)
+                run["depth"], run["width"], run["batch_norm"] = arch.depth, arch.width, True
+                conv = {
+                    "arch": run["arch"],
+                    "channels": list(run["channels"]),
+                    "image_shape": list(image_shape),
+                    "augment": dict(run["augment"]),
+                    "ensemble": run["ensemble"],
+                }
             for depth, width, batch_size in itertools.product(
                 *(as_list(run[axis]) for axis in SHAPE_AXES)
             ):
@@ -165,6 +201,7 @@ def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
                             {"member": start + i, **member}
                             for i, member in enumerate(members[start : start + chunk])
                         ],
+                        **conv,
                     }
     return planned
 

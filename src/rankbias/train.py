@@ -33,9 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rankbias import paper_a
+from rankbias import convnets, convtrain, paper_a
 from rankbias.checkpoint import Checkpointer, array_digest, spec_digest
 from rankbias.controls import control_columns
+from rankbias.convnets import kernel_matrix
+from rankbias.convshapes import CONV_EVAL_CHUNK
 from rankbias.decay import ExactDecay, fold_interval
 from rankbias.memory import returned_heap
 from rankbias.models import (
@@ -117,12 +119,21 @@ def sgd_step(
     backward(step_params, cache, step, update, weight_scales)
 
 
+def network_outputs(
+    arch: Arch | convnets.ConvArch, params: dict[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """Every member's outputs [M, N, out] on shared inputs, in evaluation mode."""
+    if isinstance(arch, convnets.ConvArch):
+        return convnets.forward(arch, params, x)
+    return forward(params, x, arch.depth)
+
+
 @torch.no_grad()
 def split_loss_accuracy(
     params: dict[str, torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
-    depth: int,
+    arch: Arch | convnets.ConvArch,
     loss: str,
     chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +143,7 @@ def split_loss_accuracy(
     correct = torch.zeros(members, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), chunk):
         xb, yb = x[start : start + chunk], y[start : start + chunk]
-        outputs = forward(params, xb, depth)
+        outputs = network_outputs(arch, params, xb)
         targets = yb.expand(members, *yb.shape)
         loss_sum += member_losses(outputs, targets, loss).double() * len(xb)
         if loss == "ce":
@@ -156,10 +167,9 @@ def _history_rows(
     rows = []
     for layer in range(1, depth + 1):
         weight = f"W{layer}"
-        metrics = rank_metrics(singular_values(params[weight]), **tolerances)
-        metrics |= control_columns(
-            params[weight], init_weights[weight], *decay.controls(weight), tolerances
-        )
+        matrix, init_matrix = (kernel_matrix(p[weight]) for p in (params, init_weights))
+        metrics = rank_metrics(singular_values(matrix), **tolerances)
+        metrics |= control_columns(matrix, init_matrix, *decay.controls(weight), tolerances)
         for member in range(params["W1"].shape[0]):
             row = {"epoch": epoch, "member_index": member, "layer": layer}
             row.update({name: value[member].item() for name, value in values.items()})
@@ -240,6 +250,9 @@ class Setup:
     tolerances: dict
     chunk: int  # evaluation batch
     job_digest: str  # spec, prepared arrays and code: what a checkpoint must match ("" if unsaved)
+    ensemble: str = ""  # conv nets: "loop" or "grouped" (rankbias.convtrain)
+    augment: dict = field(default_factory=dict)  # conv nets: Paper B's transforms (convtrain)
+    fill: torch.Tensor | None = None  # [C] the darkest training pixel: augmentation's padding
 
     @property
     def members(self) -> int:
@@ -380,17 +393,14 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
         )
         for split in splits
     }
+    image_shape = spec.get("image_shape")
+    if spec.get("arch", "mlp") != "mlp":  # the conv nets take images [N, C, H, W]
+        evaluated = {split: (x.view(-1, *image_shape), y) for split, (x, y) in evaluated.items()}
     x_train, y_train = evaluated["train"]
     out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
-    arch = Arch(
-        x_train.shape[1],
-        spec["width"],
-        spec["depth"],
-        out_dim,
-        spec.get("output_bias", False),
-        spec.get("batch_norm", False),
-    )
-    if arch.batch_norm and (batch_size == 1 or len(x_train) % batch_size == 1):
+    arch = network_arch(spec, tuple(x_train.shape[1:]), out_dim)
+    conv = isinstance(arch, convnets.ConvArch)
+    if getattr(arch, "batch_norm", False) and (batch_size == 1 or len(x_train) % batch_size == 1):
         raise ValueError(
             f"batch_norm needs every mini-batch to hold >= 2 samples; batch_size {batch_size} "
             f"with {len(x_train)} training samples leaves a batch of 1"
@@ -411,7 +421,7 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
         x_train=x_train,
         y_train=y_train,
         evaluated=evaluated,
-        init=init_params(arch, seeds, dtype, device),
+        init=(convnets.init_params if conv else init_params)(arch, seeds, dtype, device),
         seeds=seeds,
         lr=lr,
         wd=wd,
@@ -421,9 +431,31 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
         log_every=log_every,
         fold_every=fold_interval(max_rate),
         tolerances=rank_tolerances(spec.get("metrics", {})),
-        chunk=EVAL_CHUNK,
+        chunk=CONV_EVAL_CHUNK if conv else EVAL_CHUNK,
         job_digest=spec_digest(spec, array_digest(arrays)) if checkpointed else "",
+        ensemble=convtrain.ensemble_mode(spec.get("ensemble", "auto"), device, batch_size)
+        if conv
+        else "",
+        augment=dict(spec.get("augment") or {}),
+        fill=x_train.amin(dim=(0, 2, 3)).cpu() if conv else None,
     )
+
+
+def network_arch(
+    spec: dict, input_shape: tuple[int, ...], out_dim: int
+) -> Arch | convnets.ConvArch:
+    """The MLP of `width` and `depth`, or the conv net `arch` names, for inputs of this shape."""
+    name = spec.get("arch", "mlp")
+    if name == "mlp":
+        return Arch(
+            input_shape[0],
+            spec["width"],
+            spec["depth"],
+            out_dim,
+            spec.get("output_bias", False),
+            spec.get("batch_norm", False),
+        )
+    return convnets.ConvArch(name, input_shape, out_dim, tuple(spec.get("channels") or ()))
 
 
 def initial_state(setup: Setup) -> TrainState:
@@ -459,7 +491,7 @@ def _log_snapshot(
     values = {"diverged": (~state.alive).cpu()}
     for split, (x_split, y_split) in setup.evaluated.items():
         split_loss, split_acc = split_loss_accuracy(
-            current, x_split, y_split, setup.arch.depth, setup.spec["loss"], setup.chunk
+            current, x_split, y_split, setup.arch, setup.spec["loss"], setup.chunk
         )
         values |= {f"{split}_loss": split_loss, f"{split}_acc": split_acc}
     first_layer = {}
@@ -488,6 +520,24 @@ def train_batch(setup: Setup, state: TrainState, step_lr: torch.Tensor) -> None:
     finite is frozen (its step is zero from then on)."""
     params, decay, alive = state.params, state.decay, state.alive
     index = state.order[:, state.position : state.position + setup.batch_size]
+    if isinstance(setup.arch, convnets.ConvArch):
+        images = setup.x_train[index]
+        if setup.augment:
+            images = convtrain.augment(images, setup.augment, state.generators, setup.fill)
+        batch_losses = convtrain.sgd_step(
+            setup.arch,
+            params,
+            decay,
+            images,
+            setup.y_train[index],
+            setup.spec["loss"],
+            step_lr.view(-1),
+            alive,
+            setup.ensemble,
+        )
+        state.loss_sum += batch_losses.double() * index.shape[1]
+        state.position += setup.batch_size
+        return
     cache: list = []
     forward_inputs = decay.forward_inputs(params)
     step_params, weight_scales = forward_inputs
