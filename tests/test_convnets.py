@@ -78,9 +78,9 @@ def reference_cnn(arch: ConvArch, params: dict, member: int) -> nn.Module:
         )
         modules += [conv, norm, nn.ReLU()]
         channels, index = item, index + 1
-    head = nn.Linear(channels, arch.out_dim)
+    head = nn.Linear(arch.layers()[-1].in_channels, arch.out_dim)
     head.weight.data, head.bias.data = params[f"W{index}"][member], params[f"b{index}"][member]
-    return nn.Sequential(*modules, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).double()
+    return nn.Sequential(*modules, nn.Flatten(), head).double()
 
 
 def test_grouped_forward_equals_torch_modules_in_training_and_evaluation_mode():

@@ -97,6 +97,17 @@ def conv_bn_relu(
     return F.relu(out) if relu else out
 
 
+def max_pool(hidden: torch.Tensor) -> torch.Tensor:
+    """2×2 max pooling, stride 2 (floor). Without autograd (evaluation) as the maximum of the four
+    strided quarters: the same values, 10× faster than max_pool2d on this CPU, which spends its
+    time on the indices; with autograd max_pool2d, whose backward is 3× faster."""
+    if torch.is_grad_enabled():
+        return F.max_pool2d(hidden, 2)
+    rows, cols = hidden.shape[2] // 2 * 2, hidden.shape[3] // 2 * 2
+    quarters = [hidden[:, :, i:rows:2, j:cols:2] for i in (0, 1) for j in (0, 1)]
+    return torch.maximum(torch.maximum(*quarters[:2]), torch.maximum(*quarters[2:]))
+
+
 def forward(
     arch: ConvArch, params: dict[str, torch.Tensor], images: torch.Tensor, stats: list | None = None
 ) -> torch.Tensor:
@@ -125,11 +136,12 @@ def forward(
         index = 1
         for item in arch.plan():
             if item == POOL:
-                hidden = F.max_pool2d(hidden, 2)
+                hidden = max_pool(hidden)
             else:
                 hidden = conv_bn_relu(params, index, layers[index - 1], hidden, members, stats)
                 index += 1
-    features = hidden.mean(dim=(2, 3)).view(hidden.shape[0], members, -1).transpose(0, 1)
+    pooled = hidden.mean(dim=(2, 3)) if arch.name == "resnet18" else hidden  # else flattened
+    features = pooled.reshape(hidden.shape[0], members, -1).transpose(0, 1)
     head = len(layers)
     return torch.baddbmm(params[f"b{head}"].unsqueeze(1), features, params[f"W{head}"].mT)
 

@@ -3,8 +3,10 @@ estimate and the cost projection need to know about a conv net before building i
 
 Three families, all conv → BatchNorm2d → ReLU:
 - `cnn`: a small stack for CPU runs, `channels` like [32, "M", 64, "M", 64] (ints are 3×3 convs
-  with padding 1, "M" a 2×2 max pool), then a global average pool and a linear head;
-- `vgg11`, `vgg13`, `vgg16`: the same with the VGG widths (Paper B's `models/vgg.py`);
+  with padding 1, "M" a 2×2 max pool), then a linear head on the flattened features (as Paper
+  B's `models/convnet.py`);
+- `vgg11`, `vgg13`, `vgg16`: the same with the VGG widths (Paper B's `models/vgg.py`; on 32×32
+  images its five pools leave 512 × 1 × 1 features);
 - `resnet18`: the CIFAR ResNet-18 of Paper B's `models/resnet.py` (3×3 stem, no max pool, four
   stages of two basic blocks, 1×1 projection shortcuts, 4×4 average pool, linear head).
 """
@@ -91,7 +93,8 @@ class ConvArch:
                     channels = int(item)
         if size < 1:
             raise ValueError(f"{self.name}: the input {self.in_shape} is pooled to nothing")
-        return layers + [Layer(channels, self.out_dim, 0, 1, 1, "head")]
+        features = channels if self.name == "resnet18" else channels * size * size
+        return layers + [Layer(features, self.out_dim, 0, 1, 1, "head")]
 
     @property
     def depth(self) -> int:

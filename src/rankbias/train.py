@@ -123,6 +123,10 @@ def network_outputs(
     arch: Arch | convnets.ConvArch, params: dict[str, torch.Tensor], x: torch.Tensor
 ) -> torch.Tensor:
     """Every member's outputs [M, N, out] on shared inputs, in evaluation mode."""
+    if isinstance(arch, convnets.ConvArch) and x.device.type == "cpu":  # one member at a time:
+        members = params["W1"].shape[0]  # 1.7x faster than grouped for 15 members here
+        parts = [{k: v[m : m + 1] for k, v in params.items()} for m in range(members)]
+        return torch.cat([convnets.forward(arch, part, x) for part in parts])
     if isinstance(arch, convnets.ConvArch):
         return convnets.forward(arch, params, x)
     return forward(params, x, arch.depth)
