@@ -70,6 +70,10 @@ MEASURE_KEYS = ("device", "eval_batch", "metrics")
 EVAL_CHUNK = 4096
 
 
+# Keys of an MLP run that a conv net's `arch` decides (rankbias.convshapes).
+MLP_ONLY = ("depth", "width", "batch_norm", "output_bias", "wd_function")
+
+
 class PlanError(ValueError):
     """The config describes an impossible or ambiguous plan."""
 
@@ -97,6 +101,12 @@ def conv_shape(config: dict, run: dict, where: str) -> tuple[ConvArch, tuple[int
             f"{where}.arch: {run['arch']} needs images, but data set {run['dataset']!r} (source "
             f"{source}) has none; image sources: {', '.join(IMAGE_SHAPES)}"
         )
+    for key in MLP_ONLY:
+        if key in run["given"]:
+            raise PlanError(
+                f"{where}.{key}: set by arch {run['arch']} (its layers, batch norm, output bias "
+                f"and constant weight decay); allowed only with arch mlp"
+            )
     if (run["arch"] == "cnn") != bool(run["channels"]):
         raise PlanError(f"{where}.channels: give `channels` with arch cnn, and only with it")
     classes = RAW_SHAPES[source][1]
@@ -128,7 +138,7 @@ def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
     planned: dict[tuple[str, str], dict] = {}
     for experiment, block in config["experiments"].items():
         for index, raw_run in enumerate(block["runs"]):
-            run = {**RUN_DEFAULTS, **raw_run}
+            run = {**RUN_DEFAULTS, **raw_run, "given": set(raw_run)}
             dataset = run["dataset"]
             where = f"{source}: experiments.{experiment}.runs[{index}]"
             if dataset not in config["datasets"]:
