@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from rankbias import convnets
+from rankbias.convshapes import GROUPED_CPU_BATCH
 from rankbias.decay import ExactDecay
 from rankbias.models import member_losses
 
 ENSEMBLE_MODES = ("auto", "loop", "grouped")
-GROUPED_CPU_BATCH = 16  # on a CPU, grouped convolutions beat a member loop up to this batch
 AUGMENTATIONS = ("crop", "flip", "rotate")  # Paper B's RandomCrop(32, 4), flip, RandomRotation(15)
 
 

@@ -18,10 +18,11 @@ import os
 import resource
 from collections.abc import Iterator
 
-from rankbias.convshapes import CONV_EVAL_CHUNK, ConvArch
+from rankbias.convshapes import CONV_EVAL_CHUNK, GROUPED_CPU_BATCH, ConvArch
 from rankbias.plan import EVAL_CHUNK
 
 MB = 2**20
+CONV_RUNTIME_MB = 60  # conv nets: oneDNN's and autograd's buffers (4 audit jobs: 336-384 MB peak)
 BASE_MB = 260  # python -c "import torch, numpy, pandas" and rankbias: 252 MB peak RSS here (CPU)
 DTYPE_BYTES = {"float32": 4, "float64": 8}
 EPS_SAMPLES = 512  # rankbias.paper_a's, here without importing torch (tests check they agree)
@@ -35,28 +36,27 @@ def layer_shapes(spec: dict, features: int, outputs: int) -> list[tuple[int, int
 
 
 def conv_terms(spec: dict, shape: tuple[int, int, int, int]) -> dict[str, float]:
-    """A conv-net job's terms (rankbias.convnets, convtrain): autograd keeps, per conv, its
-    input, its output and batch norm's output of every sample of the batch (members at once
-    when `grouped`, one at a time in a `loop`), and a step adds the leaves, their gradients and
-    the updates to the weights that live throughout."""
+    """A conv-net job's terms on a CPU (on a GPU the activations live on the device): autograd
+    keeps, per conv, its input, its output and batch norm's output for every sample of the
+    batch (of every member when grouped, of one in a loop, rankbias.convtrain); evaluation runs
+    one member at a time; torch's conv and autograd machinery adds CONV_RUNTIME_MB."""
     features, outputs, train_rows, test_rows = shape
     members, batch = len(spec["members"]), spec["batch_size"]
     size = DTYPE_BYTES[spec.get("dtype", "float32")]
     arch = ConvArch(spec["arch"], tuple(spec["image_shape"]), outputs, tuple(spec["channels"]))
     layers = arch.layers()
-    weights = members * sum(
-        math.prod(layer.matrix_shape) + 4 * layer.out_channels for layer in layers
-    )
+    per_member = sum(math.prod(layer.matrix_shape) + 4 * layer.out_channels for layer in layers)
     activations = [layer.out_channels * layer.positions for layer in layers]
-    together = members if spec.get("ensemble_mode", "grouped") == "grouped" else 1
+    mode = spec.get("ensemble", "auto")
+    grouped = mode == "grouped" or (mode == "auto" and batch <= GROUPED_CPU_BATCH)
     rows = train_rows + test_rows
     chunk = min(CONV_EVAL_CHUNK, max(train_rows, test_rows))
     return {
-        "base": BASE_MB * MB,
-        "data": rows * (features * 4 + 8) + (rows * features * size if size != 4 else 0),
-        "weights": (WEIGHT_COPIES + 3) * weights * size,
-        "step": together * batch * (features + 3 * sum(activations)) * size,
-        "evaluation": members * chunk * (features + 3 * max(activations)) * size,
+        "base": (BASE_MB + CONV_RUNTIME_MB) * MB,
+        "data": rows * features * (8 + size) + rows * 8,  # float64 as loaded, the training copy
+        "weights": (WEIGHT_COPIES + 3) * members * per_member * size,
+        "step": (members if grouped else 1) * batch * (features + 3 * sum(activations)) * size,
+        "evaluation": chunk * (features + 3 * max(activations)) * size,
         "spectra": 3 * max(math.prod(layer.matrix_shape) for layer in layers) * members * 8,
     }
 
