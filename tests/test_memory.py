@@ -15,7 +15,7 @@ from rankbias import data, memory, paper_a, plan
 
 # Shapes where the tensors, not the interpreter, make most of the peak: a wide MNIST-sized net
 # with eps_batch, a 30-member ensemble on small inputs (eps_batch's many temporaries), a deep
-# batch-normalised net, a float64 run.
+# batch-normalised net, a float64 run, a grouped conv ensemble (autograd's saved activations).
 SHAPES = {
     "wide_eps": dict(features=784, classes=10, rows=6000, members=8, width=1024, depth=2, batch=64),
     "many_members_eps": dict(features=20, rows=12000, members=30, width=256, depth=2, batch=16),
@@ -23,7 +23,9 @@ SHAPES = {
         features=784, classes=10, rows=6000, members=16, width=512, depth=4, batch=128, bn=True
     ),
     "float64": dict(features=20, rows=16000, members=24, width=512, depth=3, batch=256, f64=True),
+    "conv_grouped": dict(features=784, classes=10, rows=1000, members=12, batch=64, conv=True),
 }
+CONV = {"arch": "cnn", "channels": [16, "M", 32, "M", 32], "image_shape": [1, 28, 28]}
 
 
 def prepared(folder, features: int, rows: int, classes: int | None) -> str:
@@ -52,8 +54,8 @@ def job_spec(shape: dict) -> dict:
         "group": "job",
         "dataset": "data",
         "loss": "ce" if shape.get("classes") else "mse",
-        "depth": shape["depth"],
-        "width": shape["width"],
+        "depth": shape.get("depth", 2),
+        "width": shape.get("width", 1),
         "batch_size": shape["batch"],
         "batch_norm": shape.get("bn", False),
         "epochs": None,
@@ -63,7 +65,7 @@ def job_spec(shape: dict) -> dict:
         "dtype": "float64" if shape.get("f64") else "float32",
         "metrics": {"eps_log_epochs": 1},
         "members": members,
-    }
+    } | ({**CONV, "depth": 4, "width": 32, "ensemble": "grouped"} if shape.get("conv") else {})
 
 
 @pytest.mark.parametrize("name", SHAPES)

@@ -70,3 +70,41 @@ def test_two_runs_producing_the_same_job_must_be_named_apart():
 
 def test_raw_sources_skip_generated_data():
     assert plan.raw_sources(CONFIG) == ["california_housing"]
+
+
+IMAGES = {
+    "datasets": {"fashion": {"source": "fashion_mnist"}, "housing": CONFIG["datasets"]["housing"]}
+}
+
+
+def conv_config(**run) -> dict:
+    base = {"dataset": "fashion", "loss": "ce", "arch": "cnn", "channels": [4, "M", 8]}
+    base |= {"batch_size": 16, "steps": 10, "lr": 0.1, "weight_decay": [0, 0.1], "seeds": [0, 1]}
+    return {**IMAGES, "experiments": {"conv": {"runs": [base | run]}}}
+
+
+def test_a_conv_run_plans_its_net_from_the_images_it_trains_on():
+    ((key, spec),) = plan.jobs(conv_config()).items()
+    assert key == ("conv", "fashion_cnn_B16_j0")
+    assert spec["image_shape"] == [1, 28, 28] and spec["channels"] == [4, "M", 8]
+    assert (spec["depth"], spec["width"], spec["batch_norm"]) == (3, 8, True)
+    assert len(spec["members"]) == 4 and spec["ensemble"] == "auto"
+    resnet = plan.jobs(conv_config(arch="resnet18", channels=[]))
+    assert next(iter(resnet.values()))["depth"] == 21
+
+
+@pytest.mark.parametrize(
+    "run,message",
+    [
+        ({"dataset": "housing"}, "arch: cnn needs images, but data set 'housing'"),
+        ({"width": 8}, "width: set by arch cnn"),
+        ({"batch_norm": False}, "batch_norm: set by arch cnn"),
+        ({"channels": []}, "channels: give `channels` with arch cnn"),
+        ({"arch": "vgg11"}, "channels: give `channels` with arch cnn, and only with it"),
+        ({"channels": [4, "M", "M", "M", "M", "M"]}, "is pooled to nothing"),
+    ],
+)
+def test_an_impossible_conv_run_is_refused_by_key(run, message):
+    with pytest.raises(plan.PlanError, match=message) as refused:
+        plan.jobs(conv_config(**run), "my.yaml")
+    assert str(refused.value).startswith("my.yaml: experiments.conv.runs[0]")

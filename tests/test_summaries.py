@@ -6,7 +6,13 @@ import itertools
 import pandas as pd
 import pytest
 
-from rankbias.summaries import experiment_statistics, trend_rows, wd_benefit_rows
+from rankbias.summaries import (
+    conv_rows,
+    experiment_statistics,
+    reported_rows,
+    trend_rows,
+    wd_benefit_rows,
+)
 
 
 def grid_table(rank_of, error_of=lambda wd, seed, split: 0.1) -> pd.DataFrame:
@@ -71,5 +77,90 @@ def test_the_weight_decay_benefit_is_picked_on_validation_and_judged_on_test():
         "trends",
         "tau",
         "wd_benefit",
+        "conv",
+        "reported",
         "tables",
     }
+
+
+def conv_table(ranks: dict[float, float]) -> pd.DataFrame:
+    """A ResNet-like table: per lr (and seed) two conv layers of rank `ranks[lr]`, a shortcut
+    of rank 1 and a head of rank 10, the last lr's members collapsed."""
+    rows = []
+    layers = [("conv", 64, 27, 1024), ("conv", 64, 576, 1024), ("shortcut", 128, 64, 256)]
+    layers.append(("head", 10, 512, 1))
+    for lr, seed in itertools.product(ranks, range(3)):
+        for layer, (kind, rows_, cols, positions) in enumerate(layers, start=1):
+            rank = {"conv": ranks[lr] + seed, "shortcut": 1.0, "head": 10.0}[kind]
+            rows.append(
+                {
+                    "experiment": "resnet_lr",
+                    "group": f"g{seed}",
+                    "member": lr,
+                    "dataset": "c",
+                    "depth": 4,
+                    "batch_size": 4,
+                    "lr": lr,
+                    "weight_decay": 0.0005,
+                    "wd_function": "constant",
+                    "seed": seed,
+                    "layer": layer,
+                    "layer_kind": kind,
+                    "rows": rows_,
+                    "cols": cols,
+                    "positions": positions,
+                    "rank_galanti": rank,
+                    "test_acc": 0.1 if lr == max(ranks) else 0.9,
+                    "status": "collapsed" if lr == max(ranks) else "ok",
+                    "galanti_bound_0.1": positions * 4 * 3.0 / (lr * 0.0005),
+                    "sv_above_0.1": 5.0,
+                    "operator_norm": 2.0,
+                    "spectral_norm": 1.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_paper_b_reported_values_sit_beside_our_average_conv_rank():
+    table = conv_table({0.01: 200.0, 0.1: 100.0, 2.0: 0.0})
+    reported = {
+        "entries": [
+            {
+                "figure": "Fig. 2",
+                "experiment": "resnet_lr",
+                "average_rank": 220,
+                "setting": {"batch_size": 4, "weight_decay": 0.0005, "lr": "smallest"},
+            },
+            {
+                "figure": "Fig. 2",
+                "experiment": "resnet_lr",
+                "average_rank": 0,
+                "test_acc": 0.1,
+                "setting": {"batch_size": 4, "weight_decay": 0.0005, "lr": 2.0},
+            },
+            {
+                "figure": "Fig. 3",
+                "experiment": "resnet_wd",
+                "average_rank": 0,
+                "setting": {"lr": 1.5, "weight_decay": 0.003},
+            },
+        ]
+    }
+    smallest, largest = reported_rows(table, reported)
+    assert smallest["setting"] == "B 4, wd 0.0005, lr 0.01" and smallest["runs"] == 3
+    # the average over the conv layers (not the shortcut, not the head): 200 + seed
+    assert smallest["Paper B average_rank"] == 220 and smallest["ours average_rank"] == 201
+    assert smallest["ours average_rank range"] == "200–202" and smallest["not ok"] == 0
+    assert largest["ours test_acc"] == pytest.approx(0.1) and largest["not ok"] == 3
+
+
+def test_conv_layers_state_m_l_the_bound_against_the_side_and_both_norms():
+    rows = conv_rows(conv_table({0.01: 20.0, 0.1: 10.0}))
+    assert [row["m_l"] for row in rows] == [1024, 1024, 256, 1]
+    stem, _, shortcut, head = rows
+    assert stem["reshaped"] == "64 × 27" and stem["min side"] == 27
+    assert stem["bound / min side"] == pytest.approx(stem["bound (ε 0.1)"] / 27)
+    assert head["bound (ε 0.1)"] == pytest.approx(stem["bound (ε 0.1)"] / 1024)
+    assert shortcut["kind"] == "shortcut" and stem["ratio"] == 2.0
+    assert conv_rows(grid_table(lambda *a: 3.0)) == []  # an MLP has none
+    assert reported_rows(grid_table(lambda *a: 3.0), {"entries": []}) == []

@@ -209,9 +209,12 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
 
 def cmd_statistics(args: argparse.Namespace) -> None:
+    import yaml
+
     from rankbias.summaries import experiment_statistics
 
-    result = experiment_statistics(pd.read_csv(args.table), args.sweep)
+    reported = yaml.safe_load(Path(args.reported).read_text()) if args.reported else None
+    result = experiment_statistics(pd.read_csv(args.table), args.sweep, reported)
     write_json(args.out, stamped(result))
     counts = {name: rows for name, rows in result.items() if isinstance(rows, list)}
     _log(f"{args.out}: " + ", ".join(f"{len(rows)} {name} rows" for name, rows in counts.items()))
@@ -367,6 +370,9 @@ def parser() -> argparse.ArgumentParser:
     summary.add_argument("--table", required=True, help="results/tables/<experiment>.csv")
     summary.add_argument(
         "--sweep", default="weight_decay", help="the experiment's swept axis (its tables' rows)"
+    )
+    summary.add_argument(
+        "--reported", help="Paper B's reported values beside ours (config/paper_b_reported.yaml)"
     )
     summary.add_argument("--out", required=True, help="results/statistics/<experiment>.json")
     summary.set_defaults(func=cmd_statistics)

@@ -37,9 +37,10 @@ def layer_shapes(spec: dict, features: int, outputs: int) -> list[tuple[int, int
 
 def conv_terms(spec: dict, shape: tuple[int, int, int, int]) -> dict[str, float]:
     """A conv-net job's terms on a CPU (on a GPU the activations live on the device): autograd
-    keeps, per conv, its input, its output and batch norm's output for every sample of the
-    batch (of every member when grouped, of one in a loop, rankbias.convtrain); evaluation runs
-    one member at a time; torch's conv and autograd machinery adds CONV_RUNTIME_MB."""
+    keeps, per conv, its input, its output, batch norm's and the ReLU's outputs (and max
+    pooling's indices) for every sample of the batch (of every member when grouped, of one in a
+    loop, rankbias.convtrain); evaluation runs one member at a time; torch's conv and autograd
+    machinery adds CONV_RUNTIME_MB."""
     features, outputs, train_rows, test_rows = shape
     members, batch = len(spec["members"]), spec["batch_size"]
     size = DTYPE_BYTES[spec.get("dtype", "float32")]
@@ -55,7 +56,7 @@ def conv_terms(spec: dict, shape: tuple[int, int, int, int]) -> dict[str, float]
         "base": (BASE_MB + CONV_RUNTIME_MB) * MB,
         "data": rows * features * (8 + size) + rows * 8,  # float64 as loaded, the training copy
         "weights": (WEIGHT_COPIES + 3) * members * per_member * size,
-        "step": (members if grouped else 1) * batch * (features + 3 * sum(activations)) * size,
+        "step": (members if grouped else 1) * batch * (features + 4 * sum(activations)) * size,
         "evaluation": chunk * (features + 3 * max(activations)) * size,
         "spectra": 3 * max(math.prod(layer.matrix_shape) for layer in layers) * members * 8,
     }

@@ -58,8 +58,9 @@ def experiment_tables(summary: dict, block: dict, words: dict) -> list[dict]:
     paper_b = deep or {"B7", "B8"} & set(block.get("claims") or [])
     where = "every hidden layer" if deep else "W1"
     names = ["rank", "regime", "learned", "paper_a", "trends", "generalization", "tau"]
-    names += ["wd_benefit", *(("paper_b", "output") if paper_b else ())]
-    rows = {**tables, **{name: summary.get(name, []) for name in ("trends", "tau", "wd_benefit")}}
+    names += ["wd_benefit", *(("paper_b", "output") if paper_b else ()), "conv", "reported"]
+    extra = ("trends", "tau", "wd_benefit", "conv", "reported")
+    rows = {**tables, **{name: summary.get(name, []) for name in extra}}
     out = []
     for name in names:
         text = words["tables"][name]

@@ -9,6 +9,9 @@ principle 3):
 - `tau`: Kendall's τ (and granulated τ) of each measure with the gap over the healthy models;
 - `wd_benefit`: per matched setting, the wd > 0 with the lowest mean validation error against
   wd = 0, paired by seed on the test error: effect, 95 % interval and one-sided p;
+- `conv` (conv nets): per layer, Paper B's m_l, its bound against the layer's smaller side, and
+  the layer's operator norm against its reshaped kernel's spectral norm;
+- `reported`: Paper B's reported ResNet-18 values beside ours where the setting was run;
 - `tables`: medians over seeds per setting and swept value (`median_rows`) for each column group
   of rankbias.vocabulary, members per regime, the settings, members per status, the excluded
   members, and the experiment's `scope` (the values of its axes).
@@ -35,6 +38,7 @@ from rankbias.vocabulary import (
 )
 
 TREND_METRICS = ("effective_rank", "effective_rank_learned", "rank_galanti")
+CONV_KINDS = ("conv", "shortcut")  # the `layer_kind` of a conv net's kernels (measure.layer_shape)
 MIN_POINTS = 3  # a rank correlation over two points is always ±1
 LARGE_T_HORIZON = 3.0  # h >= 3: the init below 5 % (Paper B's "large T", science.md)
 MOVED = 0.05  # movement >= 0.05: the weights moved ("no effect" claims need it)
@@ -372,12 +376,99 @@ def _plain(records: list[dict]) -> list[dict]:
     return out
 
 
-def experiment_statistics(table: pd.DataFrame, sweep: str = "weight_decay") -> dict:
+def conv_rows(table: pd.DataFrame) -> list[dict]:
+    """Per conv-net layer, over the healthy members with wd > 0: its reshape, Paper B's m_l and
+    how far its Theorem 3.3 bound (ε = 0.1, median) lies above the layer's smaller side, and the
+    layer's operator norm against its reshaped kernel's spectral norm (medians)."""
+    if "layer_kind" not in table or not table["layer_kind"].isin(CONV_KINDS).any():
+        return []
+    rows = []
+    decayed = _healthy(table)
+    decayed = decayed[decayed["weight_decay"] > 0]
+    for layer, group in decayed.groupby("layer"):
+        first = group.iloc[0]
+        min_side = min(int(first["rows"]), int(first["cols"]))
+        bound = group["galanti_bound_0.1"].median()
+        rows.append(
+            {
+                "layer": f"W{layer}",
+                "kind": first["layer_kind"],
+                "reshaped": f"{int(first['rows'])} × {int(first['cols'])}",
+                "m_l": int(first["positions"]),
+                "bound (ε 0.1)": _cell(bound),
+                "min side": min_side,
+                "bound / min side": _cell(bound / min_side),
+                "sv_above_0.1": _cell(group["sv_above_0.1"].median()),
+                "operator norm": _cell(group["operator_norm"].median()),
+                "reshaped spectral norm": _cell(group["spectral_norm"].median()),
+                "ratio": _cell((group["operator_norm"] / group["spectral_norm"]).median()),
+            }
+        )
+    return rows
+
+
+def average_conv_rank(table: pd.DataFrame) -> pd.DataFrame:
+    """Paper B's plotted average rank per member: rank_galanti averaged over the conv layers
+    (its eval_ranks: the stem and block convs, not shortcuts, not the head)."""
+    convs = table[table["layer_kind"] == "conv"]
+    keys = ["group", "member", *SETTING_AXES, "seed", "status"]
+    keys = [key for key in keys if key in convs]
+    ranks = convs.groupby(keys, dropna=False)["rank_galanti"].mean().rename("average_rank")
+    accuracy = convs.groupby(keys, dropna=False)["test_acc"].first()
+    return pd.concat([ranks, accuracy], axis=1).reset_index()
+
+
+def resolved(setting: dict, frame: pd.DataFrame) -> dict:
+    """A reported setting with `smallest` / `largest` replaced by the end of our grid."""
+    ends = {"smallest": "min", "largest": "max"}
+    return {
+        axis: getattr(frame[axis], ends[value])() if value in ends else value
+        for axis, value in setting.items()
+    }
+
+
+def reported_rows(table: pd.DataFrame, reported: dict | None) -> list[dict]:
+    """Paper B's reported values (config/paper_b_reported.yaml) for this experiment beside ours:
+    median and range over seeds of every member (collapsed ones included, as a figure plots
+    them; their count given)."""
+    if not reported or "layer_kind" not in table:
+        return []
+    experiment = table["experiment"].iloc[0]
+    members = average_conv_rank(table)
+    rows = []
+    for entry in reported.get("entries", []):
+        if entry["experiment"] != experiment:
+            continue
+        setting = resolved(entry["setting"], members)
+        chosen = members
+        for axis, value in setting.items():
+            chosen = chosen[np.isclose(chosen[axis], float(value))]
+        text = ", ".join(f"{AXIS_LABEL.get(a, a)} {value_text(v)}" for a, v in setting.items())
+        row = {"figure": entry["figure"], "setting": text, "runs": len(chosen)}
+        for metric in ("average_rank", "test_acc"):
+            if metric not in entry:
+                continue
+            values = chosen[metric]
+            row[f"Paper B {metric}"] = entry[metric]
+            row[f"ours {metric}"] = _cell(values.median()) if len(values) else None
+            row[f"ours {metric} range"] = (
+                f"{values.min():.3g}–{values.max():.3g}" if len(values) else "not run"
+            )
+        row["not ok"] = int((chosen["status"] != "ok").sum())
+        rows.append(row)
+    return rows
+
+
+def experiment_statistics(
+    table: pd.DataFrame, sweep: str = "weight_decay", reported: dict | None = None
+) -> dict:
     """Everything `results/statistics/<experiment>.json` holds; `sweep`: the experiment's swept
-    axis (its tables' rows)."""
+    axis (its tables' rows); `reported`: config/paper_b_reported.yaml's content."""
     return {
         "trends": _plain(trend_rows(table)),
         "tau": _plain(tau_table(table).to_dict(orient="records")),
         "wd_benefit": _plain(wd_benefit_rows(table)),
+        "conv": _plain(conv_rows(table)),
+        "reported": _plain(reported_rows(table, reported)),
         "tables": report_tables(table, sweep),
     }

@@ -55,6 +55,8 @@ FIGURE_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "figure.
 REPORT_TEXT = os.path.join(workflow.basedir, "report", "templates", "text.yaml")
 # The paper-scale config the report's scope box compares this run with.
 PAPER_CONFIG = os.path.join(workflow.basedir, "config", "paper.yaml")
+# Paper B's reported ResNet-18 values, set beside ours where an experiment runs their setting.
+PAPER_B_REPORTED = os.path.join(workflow.basedir, "config", "paper_b_reported.yaml")
 
 
 wildcard_constraints:

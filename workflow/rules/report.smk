@@ -1,6 +1,7 @@
 rule statistics:
     input:
         table="results/tables/{experiment}.csv",
+        reported=PAPER_B_REPORTED,
     output:
         json="results/statistics/{experiment}.json",
     log:
@@ -14,7 +15,7 @@ rule statistics:
     params:
         sweep=experiment_axis("sweep", "weight_decay"),
     shell:
-        "python -m rankbias statistics --table {input.table} --sweep {params.sweep} --out {output.json} > {log} 2>&1"
+        "python -m rankbias statistics --table {input.table} --sweep {params.sweep} --reported {input.reported:q} --out {output.json} > {log} 2>&1"
 
 
 rule run_config:
