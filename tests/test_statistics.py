@@ -2,6 +2,7 @@
 and its power bookkeeping (a design that cannot reach p < alpha is named underpowered)."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from rankbias.statistics import (
     ALPHA,
     paired_test,
     seeds_for_sign_flip,
+    sign_flip_p,
     trend_test,
 )
 
@@ -117,3 +119,20 @@ def test_grids_of_different_sizes_or_no_seed_cannot_be_tested():
     mixed = trend_test([([1, 2, 3], [3, 2, 1]), ([1, 2], [2, 1])], "less")
     assert mixed["test"] == "seeds over different grids" and not mixed["reachable"]
     assert paired_test([np.nan], "greater")["test"] == "no seed"
+
+
+def test_the_fast_sign_flip_p_is_scipys_exact_permutation_test():
+    """On integer differences (sums exact in floating point, ties exact) both count the same sign
+    patterns; the fast one exists because the stability check runs it ~50,000 times."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        values = rng.integers(-5, 6, rng.integers(2, 11)).astype(float)
+        for alternative in ("greater", "less"):
+            reference = scipy_stats.permutation_test(
+                (values,),
+                np.mean,
+                permutation_type="samples",
+                alternative=alternative,
+                n_resamples=math.inf,
+            ).pvalue
+            assert sign_flip_p(values, alternative) == pytest.approx(reference, abs=1e-12)

@@ -1,8 +1,9 @@
 """The preflight: before the first training job, check on the training device what CI (no GPU)
 cannot, so a broken CUDA path stops the run before any GPU-hour is spent.
 
-On the job's device it trains two tiny ensembles (a two-layer regression net with Paper A's
-eps_batch hook, a depth-3 batch-normalised classifier) and checks that
+On the job's device it trains three tiny ensembles (a two-layer regression net with Paper A's
+eps_batch hook, a depth-3 batch-normalised classifier, a small conv net with augmentation) and
+checks that
 - every member agrees with the same ensemble trained on the CPU, in float64 and in float32, to
   the stated tolerances (a GPU with TF32 matmuls, or a kernel that is wrong, misses them);
 - a member equals the same model trained alone (members must not leak into each other);
@@ -31,6 +32,17 @@ from rankbias.train import train_ensemble
 # a step stays below 1e-4, TF32 (10-bit mantissa) does not.
 AGREEMENT = {"float64": 1e-10, "float32": 1e-4}
 ALONE = 1e-12  # a member trained alone (float64): the same numbers up to summation order
+CNN = {  # a 1 × 8 × 8 conv net (rankbias.convshapes: depth 3, width 4), grouped on every device
+    "loss": "ce",
+    "arch": "cnn",
+    "channels": [4, "M", 4],
+    "image_shape": [1, 8, 8],
+    "depth": 3,
+    "width": 4,
+    "batch_norm": True,
+    "ensemble": "grouped",
+    "augment": {"crop": 1, "flip": True, "rotate": 10},
+}
 MEMBERS = [  # three members of different step sizes and decay
     {"member": i, "lr": lr, "weight_decay": wd, "seed": i, "wd_function": "constant"}
     for i, (lr, wd) in enumerate([(0.05, 0.0), (0.05, 0.01), (0.02, 0.03)])
@@ -50,6 +62,7 @@ def problems() -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
         "y_test": targets[256:, :1].copy(),
     }
     labels = targets.argmax(axis=1)
+    images = np.tanh(x @ rng.standard_normal((12, 64))).astype(np.float32)  # 8 × 8 pictures
     classification = {**arrays, "y_train": labels[:256], "y_test": labels[256:]}
     common = {
         "experiment": "preflight",
@@ -77,6 +90,10 @@ def problems() -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
                 "batch_norm": True,
             },
             classification,
+        ),
+        "small_cnn_ce": (  # the conv path: grouped convolutions, batch norm, augmentation
+            {**common, "group": "small_cnn_ce", **CNN},
+            {**classification, "x_train": images[:256], "x_test": images[256:]},
         ),
     }
 

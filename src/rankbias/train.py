@@ -398,6 +398,11 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
         for split in splits
     }
     image_shape = spec.get("image_shape")
+    if spec.get("arch", "mlp") != "mlp" and device.type == "cuda":
+        # full float32 convolutions, as on the CPU (cuDNN's default TF32 misses the preflight's
+        # 1e-4), and deterministic kernels: same config and seed, same numbers
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     if spec.get("arch", "mlp") != "mlp":  # the conv nets take images [N, C, H, W]
         evaluated = {split: (x.view(-1, *image_shape), y) for split, (x, y) in evaluated.items()}
     x_train, y_train = evaluated["train"]
