@@ -46,16 +46,19 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert "Tiny end-to-end check" in html
     # sections follow the config's order (tiny_batch first), not the alphabet
     assert html.index("Tiny batch-size sweep") < html.index("Tiny end-to-end check")
-    # 6 default figures in each of 2 experiments, and the 5 listed by tiny_deep: inline SVG or,
-    # when large, gzip-compressed for the page's one script to unpack
-    assert html.count('<svg role="img"') + html.count("data-gz=") == 6 * 2 + 5
+    # 6 default figures in each of 2 experiments, the 5 listed by tiny_deep and the 2 of
+    # tiny_conv: inline SVG or, when large, gzip-compressed for the page's one script to unpack
+    assert html.count('<svg role="img"') + html.count("data-gz=") == 6 * 2 + 5 + 2
     assert "The output layer, reported apart" in html and "Seed-combined Spearman trend" in html
     assert "How sure are we?" in html and "seed resamples agree" in html
     statistics = json.loads((workdir / "results" / "statistics" / "tiny_deep.json").read_text())
-    assert set(statistics) == {"trends", "tau", "wd_benefit", "tables", "code"}
+    assert set(statistics) == {"trends", "tau", "wd_benefit", "conv", "reported", "tables", "code"}
     tables = statistics["tables"]  # what the report renders instead of reading results/tables
     assert tables["deep"] and tables["output"] and tables["settings"]
     assert tables["scope"]["members"] == sum(tables["counts"].values())
+    conv = json.loads((workdir / "results" / "statistics" / "tiny_conv.json").read_text())["conv"]
+    assert [row["m_l"] for row in conv] == [784, 196, 1]  # conv, pool, conv, head on 28 × 28
+    assert "Conv layers: Paper B" in html  # the conv table and its note
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert html.count("<script") == 1 and "<script src" not in html and "<link" not in html
     table = pd.read_csv(workdir / "results" / "tables" / "tiny.csv")
@@ -98,7 +101,8 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert all(0 <= c["stability"]["agreement"] <= 1 for c in verdicts["claims"])
     assert verdicts["summary"]["claims"] == len(registry["claims"])
     by_id = {c["id"]: c for c in verdicts["claims"]}
-    assert by_id["B7"]["experiments"] == ["tiny_deep"] and by_id["B7"]["checks"][0]["cases"]
+    assert by_id["B7"]["experiments"] == ["tiny_deep", "tiny_conv"]
+    assert by_id["B7"]["checks"][0]["cases"]
     assert by_id["A4"]["evidence"] == "no experiment of this config bears on it"
     assert html.count('<article class="claim"') == len(registry["claims"])
     assert html.count('class="badge') >= len(registry["claims"]) * 2  # summary + section
