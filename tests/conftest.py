@@ -173,3 +173,49 @@ def pause_training_with_a_checkpoint(workdir: Path, checkpoint: Path) -> int:
         raise AssertionError(f"training job {pid} ended before it could be paused") from None
     assert (workdir / checkpoint).is_file(), f"training job {pid} finished before the pause"
     return pid
+
+
+def cifar_archive(path, records: int = 4, seed: int = 0, short_by: int = 0) -> dict:
+    """A CIFAR-10 binary archive in the real layout (cifar-10-batches-bin/*.bin: a label byte,
+    then 1,024 red, 1,024 green and 1,024 blue bytes per image), `records` images a batch (each
+    `short_by` bytes short: a broken archive); returns the records by member name."""
+    import io
+    import tarfile
+
+    import numpy as np
+
+    from rankbias import data
+
+    record_bytes = data.CIFAR_RECORD - short_by
+    rng = np.random.default_rng(seed)
+    batches = {}
+    with tarfile.open(path, "w:gz") as tar:
+        for name in (*data.CIFAR_TRAIN, data.CIFAR_TEST):
+            content = rng.integers(0, 256, (records, record_bytes), dtype=np.uint8)
+            content[:, 0] = rng.integers(0, 10, records)
+            batches[name] = content
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = content.nbytes
+            tar.addfile(info, io.BytesIO(content.tobytes()))
+        meta = b"airplane\nautomobile\n"
+        info = tarfile.TarInfo("cifar-10-batches-bin/batches.meta.txt")
+        info.size = len(meta)
+        tar.addfile(info, io.BytesIO(meta))
+    return batches
+
+
+@pytest.fixture
+def cifar_mirror(tmp_path, monkeypatch, offline):
+    """A mirror holding a synthetic archive, and a CIFAR-10 source that expects its checksum."""
+    import dataclasses
+
+    from rankbias import data
+
+    folder = tmp_path / "cifar_mirror" / "cifar10"
+    folder.mkdir(parents=True)
+    batches = cifar_archive(folder / data.CIFAR_ARCHIVE, records=20)
+    digest = data.sha256_file(folder / data.CIFAR_ARCHIVE)
+    source = data.SOURCES["cifar10"]
+    raw_file = dataclasses.replace(source.files[0], sha256=digest)
+    monkeypatch.setitem(data.SOURCES, "cifar10", dataclasses.replace(source, files=(raw_file,)))
+    return folder.parent, batches

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from test_checkpoint import assert_same_result, train_with_stops
 from torch import nn
 
-from rankbias import convnets, convtrain
+from rankbias import convnets, convtrain, data
 from rankbias.convshapes import ConvArch
 from rankbias.train import train_ensemble
 
@@ -202,9 +202,17 @@ def test_operator_norm_is_the_unrolled_convs_spectral_norm(stride):
         assert layer.out_size == (7 if stride == 1 else 4)
 
 
-def test_resnet18_on_synthetic_cifar_batches_trains_and_resumes_bit_identically(tmp_path):
+def test_resnet18_on_synthetic_cifar_batches_trains_and_resumes_bit_identically(
+    tmp_path, cifar_mirror
+):
+    """Paper B's network on images that went the real way: a CIFAR-10 binary archive (synthetic,
+    20 records a batch), fetched, checked and prepared as the workflow does; three SGD steps."""
+    mirror, _ = cifar_mirror
+    data.fetch("cifar10", tmp_path / "raw", str(mirror))
+    spec = {"source": "cifar10", "train_size": 13, "test_size": 10, "validation_fraction": 0.1}
+    arrays, info = data.prepare(spec, tmp_path / "raw")
+    assert arrays["x_train"].shape == (12, 3072) and info["image_shape"] == [3, 32, 32]
     arch = ConvArch("resnet18", (3, 32, 32), 10)
-    arrays = image_arrays((3, 32, 32), classes=10, train=12, seed=1)
     spec = conv_spec(arch, batch_size=4, epochs=1, dtype="float32")
     spec["members"] = spec["members"][:2]
     spec["augment"] = {"crop": 4, "flip": True, "rotate": 15}
@@ -212,5 +220,5 @@ def test_resnet18_on_synthetic_cifar_batches_trains_and_resumes_bit_identically(
     assert reference.final["W1"].shape == (2, 64, 3, 3, 3)
     assert reference.final["W21"].shape == (2, 10, 512)
     assert not np.array_equal(reference.final["W2"], reference.init["W2"])  # it stepped
-    resumed = train_with_stops(spec, arrays, tmp_path, [2])
+    resumed = train_with_stops(spec, arrays, tmp_path / "checkpoint", [2])
     assert_same_result(resumed, reference)

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import cifar_archive
 
 from rankbias import data
 
@@ -260,42 +261,6 @@ def test_offline_fashion_mnist_names_the_package_that_provides_it(tmp_path, offl
     assert not (tmp_path / "raw" / data.MANIFEST).exists()
 
 
-def cifar_archive(path, records: int = 4, seed: int = 0, record_bytes: int = data.CIFAR_RECORD):
-    """A CIFAR-10 binary archive in the real layout (cifar-10-batches-bin/*.bin: a label byte,
-    then 1,024 red, 1,024 green and 1,024 blue bytes per image), `records` images a batch."""
-    import io
-    import tarfile
-
-    rng = np.random.default_rng(seed)
-    batches = {}
-    with tarfile.open(path, "w:gz") as tar:
-        for name in (*data.CIFAR_TRAIN, data.CIFAR_TEST):
-            content = rng.integers(0, 256, (records, record_bytes), dtype=np.uint8)
-            content[:, 0] = rng.integers(0, 10, records)
-            batches[name] = content
-            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
-            info.size = content.nbytes
-            tar.addfile(info, io.BytesIO(content.tobytes()))
-        meta = b"airplane\nautomobile\n"
-        info = tarfile.TarInfo("cifar-10-batches-bin/batches.meta.txt")
-        info.size = len(meta)
-        tar.addfile(info, io.BytesIO(meta))
-    return batches
-
-
-@pytest.fixture
-def cifar_mirror(tmp_path, monkeypatch, offline):
-    """A mirror holding a synthetic archive, and a CIFAR-10 source that expects its checksum."""
-    folder = tmp_path / "cifar_mirror" / "cifar10"
-    folder.mkdir(parents=True)
-    batches = cifar_archive(folder / data.CIFAR_ARCHIVE, records=20)
-    digest = data.sha256_file(folder / data.CIFAR_ARCHIVE)
-    source = data.SOURCES["cifar10"]
-    raw_file = dataclasses.replace(source.files[0], sha256=digest)
-    monkeypatch.setitem(data.SOURCES, "cifar10", dataclasses.replace(source, files=(raw_file,)))
-    return folder.parent, batches
-
-
 def test_cifar10_comes_from_its_binary_archive_standardised_per_channel(tmp_path, cifar_mirror):
     mirror, batches = cifar_mirror
     manifest = data.fetch("cifar10", tmp_path / "raw", str(mirror))
@@ -329,6 +294,6 @@ def test_a_cifar_archive_that_is_not_the_canonical_one_is_refused(tmp_path, offl
 
 
 def test_a_cifar_batch_of_broken_records_is_refused_by_name(tmp_path):
-    cifar_archive(tmp_path / "broken.tar.gz", record_bytes=data.CIFAR_RECORD - 1)
+    cifar_archive(tmp_path / "broken.tar.gz", short_by=1)
     with pytest.raises(data.DataError, match=r"data_batch_1\.bin: .* whole number"):
         data.read_cifar(tmp_path / "broken.tar.gz")

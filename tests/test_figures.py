@@ -111,3 +111,31 @@ def test_the_config_schema_allows_exactly_the_drawable_figures():
     assert allowed == list(FIGURE_KINDS)
     with pytest.raises(ValueError, match="unknown figure 'pie'"):
         draw_figure("pie", *synthetic_table()[:2], {}, Path("unused.svg"))
+
+
+def test_the_figure_theme_is_seaborns_without_importing_it():
+    """figures.THEME stands in for seaborn's set_theme(style="ticks", context="paper") so that a
+    figure job skips importing seaborn and scipy; it must set what set_theme sets."""
+    import matplotlib
+    import seaborn as sns
+    from matplotlib.colors import to_rgb
+
+    from rankbias.figures import THEME
+
+    defaults = dict(matplotlib.rcParams)
+    with matplotlib.rc_context():
+        sns.set_theme(style="ticks", context="paper")
+        expected = dict(matplotlib.rcParams)
+    changed = {key for key in expected if str(expected[key]) != str(defaults[key])}
+    assert changed - set(THEME) <= {"image.cmap"}  # seaborn's own colour map: heat maps name theirs
+    with matplotlib.rc_context():
+        matplotlib.rcParams.update(THEME)
+        for key, value in THEME.items():
+            if key == "axes.prop_cycle":
+                ours = [to_rgb(c) for c in matplotlib.rcParams[key].by_key()["color"]]
+                theirs = [to_rgb(c) for c in expected[key].by_key()["color"]]
+                assert np.allclose(ours, theirs), key
+            elif isinstance(value, float):
+                assert matplotlib.rcParams[key] == pytest.approx(expected[key]), key
+            else:
+                assert str(matplotlib.rcParams[key]) == str(expected[key]), key

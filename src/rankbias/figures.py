@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from cycler import cycler  # noqa: E402
 
 from rankbias.plan import FIGURE_KINDS, format_number  # noqa: E402
 from rankbias.registry import CONDITION, CONDITION_OPS  # noqa: E402
@@ -42,6 +42,44 @@ from rankbias.summaries import (  # noqa: E402
 )
 from rankbias.thresholds import RuleLine, lines_for  # noqa: E402
 from rankbias.vocabulary import AXIS_LABEL  # noqa: E402
+
+# seaborn's set_theme(style="ticks", context="paper") as matplotlib settings, so a figure job need
+# not import seaborn (and scipy) to get it; tests/test_figures.py checks that they still agree.
+DEEP = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")  # seaborn's "deep" palette
+DEEP += ("#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+THEME = {
+    "axes.axisbelow": True,
+    "axes.edgecolor": ".15",
+    "axes.labelcolor": ".15",
+    "axes.labelsize": 9.6,
+    "axes.linewidth": 1.0,
+    "axes.prop_cycle": cycler("color", DEEP),
+    "axes.titlesize": 9.6,
+    "font.sans-serif": [
+        "Arial",
+        "DejaVu Sans",
+        "Liberation Sans",
+        "Bitstream Vera Sans",
+        "sans-serif",
+    ],
+    "font.size": 9.6,
+    "grid.color": ".8",
+    "legend.fontsize": 8.8,
+    "legend.title_fontsize": 9.6,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4.8,
+    "lines.solid_capstyle": "round",
+    "patch.edgecolor": "w",
+    "patch.force_edgecolor": True,
+    "patch.linewidth": 0.8,
+    "text.color": ".15",
+    **{f"{axis}.color": ".15" for axis in ("xtick", "ytick")},
+    **{f"{axis}.labelsize": 8.8 for axis in ("xtick", "ytick")},
+    **{f"{axis}.major.size": 4.8 for axis in ("xtick", "ytick")},
+    **{f"{axis}.major.width": 1.0 for axis in ("xtick", "ytick")},
+    **{f"{axis}.minor.size": 3.2 for axis in ("xtick", "ytick")},
+    **{f"{axis}.minor.width": 0.8 for axis in ("xtick", "ytick")},
+}
 
 # W's rank beside that of its learned part W − s_T·W_0 (a fading init also lowers W's rank)
 RANK_PANELS = (
@@ -402,6 +440,8 @@ def spectra_figure(
 def _seeds_and_median(axis, rows: pd.DataFrame, metric: str) -> pd.Series:
     """Each seed as a point at its grid position, the median over seeds as a line; returns the
     medians by position."""
+    import seaborn as sns  # here, not at the top: importing it (and scipy) costs a figure job 1 s
+
     sns.stripplot(
         data=rows,
         x="position",
@@ -648,6 +688,8 @@ def _heatmap(
 ) -> None:
     cells = _grid_medians(here, [hue, sweep], metric).unstack(sweep)
     cells = cells.reindex(index=sorted(here[hue].unique()), columns=sorted(here[sweep].unique()))
+    import seaborn as sns
+
     sns.heatmap(
         cells,
         ax=axis,
@@ -1039,7 +1081,7 @@ def draw_figure(
 ) -> None:
     """One figure of one experiment; `kind` is one of plan.FIGURE_KINDS; `lines` are the rules
     that read this experiment (rankbias.thresholds.rule_lines), drawn where their metric is."""
-    sns.set_theme(style="ticks", context="paper")
+    matplotlib.rcParams.update(THEME)
     np.random.seed(JITTER_SEED)  # noqa: NPY002 - seaborn's strip-plot jitter draws from numpy's global RNG
     lines = list(lines)
     if kind == "spectra":

@@ -22,7 +22,16 @@ import itertools
 import math
 
 import numpy as np
-from scipy import stats
+
+
+@functools.cache
+def _stats():
+    """scipy.stats, imported on first use: it costs 0.7 s, and most jobs that import this module
+    (figures, through rankbias.summaries) never test anything."""
+    from scipy import stats
+
+    return stats
+
 
 ALPHA = 0.05  # one-sided
 EXACT_MAX = 10  # seeds up to which the sign-flip test enumerates all 2^n sign patterns
@@ -76,7 +85,7 @@ def _paired_test(values: tuple, alternative: str, alpha: float) -> dict:
             2.0**-n,
         )
     else:
-        p = float(stats.ttest_1samp(values, 0.0, alternative=alternative).pvalue)
+        p = float(_stats().ttest_1samp(values, 0.0, alternative=alternative).pvalue)
         test, smallest_p = f"t-test, {n - 1} df", 0.0
     mean = float(values.mean())
     if n >= 2 and values.std(ddof=1) > 0:
@@ -117,7 +126,7 @@ def sign_flip_p(values: np.ndarray, alternative: str) -> float:
 @functools.cache
 def _t_quantile(dof: int) -> float:
     """Student's t 97.5 % quantile: the half-width of a 95 % interval in standard errors."""
-    return float(stats.t.ppf(0.975, dof))
+    return float(_stats().t.ppf(0.975, dof))
 
 
 def _mean_rho(x_ranks: np.ndarray, y_ranks: np.ndarray) -> np.ndarray:
@@ -160,8 +169,8 @@ def _trend_test(strata: tuple, alternative: str, alpha: float) -> dict:
             "seeds_needed": None,
         }
     k, seeds = sizes.pop(), len(strata)
-    x_ranks = np.stack([stats.rankdata(x) for x, _ in strata])
-    y_ranks = np.stack([stats.rankdata(y) for _, y in strata])
+    x_ranks = np.stack([_stats().rankdata(x) for x, _ in strata])
+    y_ranks = np.stack([_stats().rankdata(y) for _, y in strata])
     observed = float(_mean_rho(x_ranks, y_ranks))
     if k <= EXACT_K:
         values, probabilities = _sum_null(
@@ -227,8 +236,8 @@ def share_test(flags, comparison: str, threshold: float, alpha: float = ALPHA) -
     if n == 0:
         return {"outcome": "undecided", "reason": "no member", "n": 0}
     greater = comparison.startswith(">")
-    up = stats.binomtest(k, n, threshold, alternative="greater")
-    down = stats.binomtest(k, n, threshold, alternative="less")
+    up = _stats().binomtest(k, n, threshold, alternative="greater")
+    down = _stats().binomtest(k, n, threshold, alternative="less")
     interval = up.proportion_ci(0.95)
     p_claim, p_other = (up.pvalue, down.pvalue) if greater else (down.pvalue, up.pvalue)
     result = {

@@ -1,4 +1,4 @@
-"""Train an ensemble of ReLU MLPs with plain mini-batch SGD and coupled weight decay.
+"""Train an ensemble of ReLU MLPs or conv nets with plain mini-batch SGD and coupled weight decay.
 
 Every member has its own initialisation and data order (both from its seed), its own learning rate
 and weight decay; all members share architecture and batch size and step together as stacked
@@ -15,6 +15,9 @@ metrics of W and of its learned part W - s_t·W_0, the init factor s_t, the deca
 movement from W_0. With a `Checkpointer`, the whole state is saved at step boundaries (every so
 many seconds, and on SIGTERM/SIGUSR1) and a restarted job resumes from it bit-identically
 (rankbias.checkpoint).
+
+Conv nets (rankbias.convnets) share all of this but the step: theirs is autograd's, with Paper
+B's augmentation, in rankbias.convtrain; their kernels are measured reshaped to out × in·k·k.
 
 The loop is data and a few functions: `Setup` is what a run reads and never changes (spec, data
 on the device, initialisation, schedule), `TrainState` everything it changes (parameters, decay
@@ -37,7 +40,7 @@ from rankbias import convnets, convtrain, paper_a
 from rankbias.checkpoint import Checkpointer, array_digest, spec_digest
 from rankbias.controls import control_columns
 from rankbias.convnets import kernel_matrix
-from rankbias.convshapes import CONV_EVAL_CHUNK
+from rankbias.convshapes import CONV_EVAL_CHUNK, ConvArch
 from rankbias.decay import ExactDecay, fold_interval
 from rankbias.memory import returned_heap
 from rankbias.models import (
@@ -120,14 +123,14 @@ def sgd_step(
 
 
 def network_outputs(
-    arch: Arch | convnets.ConvArch, params: dict[str, torch.Tensor], x: torch.Tensor
+    arch: Arch | ConvArch, params: dict[str, torch.Tensor], x: torch.Tensor
 ) -> torch.Tensor:
     """Every member's outputs [M, N, out] on shared inputs, in evaluation mode."""
-    if isinstance(arch, convnets.ConvArch) and x.device.type == "cpu":  # one member at a time:
+    if isinstance(arch, ConvArch) and x.device.type == "cpu":  # one member at a time:
         members = params["W1"].shape[0]  # 1.7x faster than grouped for 15 members here
         parts = [{k: v[m : m + 1] for k, v in params.items()} for m in range(members)]
         return torch.cat([convnets.forward(arch, part, x) for part in parts])
-    if isinstance(arch, convnets.ConvArch):
+    if isinstance(arch, ConvArch):
         return convnets.forward(arch, params, x)
     return forward(params, x, arch.depth)
 
@@ -137,7 +140,7 @@ def split_loss_accuracy(
     params: dict[str, torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
-    arch: Arch | convnets.ConvArch,
+    arch: Arch | ConvArch,
     loss: str,
     chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -408,7 +411,7 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
     x_train, y_train = evaluated["train"]
     out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
     arch = network_arch(spec, tuple(x_train.shape[1:]), out_dim)
-    conv = isinstance(arch, convnets.ConvArch)
+    conv = isinstance(arch, ConvArch)
     if getattr(arch, "batch_norm", False) and (batch_size == 1 or len(x_train) % batch_size == 1):
         raise ValueError(
             f"batch_norm needs every mini-batch to hold >= 2 samples; batch_size {batch_size} "
@@ -450,9 +453,7 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
     )
 
 
-def network_arch(
-    spec: dict, input_shape: tuple[int, ...], out_dim: int
-) -> Arch | convnets.ConvArch:
+def network_arch(spec: dict, input_shape: tuple[int, ...], out_dim: int) -> Arch | ConvArch:
     """The MLP of `width` and `depth`, or the conv net `arch` names, for inputs of this shape."""
     name = spec.get("arch", "mlp")
     if name == "mlp":
@@ -464,7 +465,7 @@ def network_arch(
             spec.get("output_bias", False),
             spec.get("batch_norm", False),
         )
-    return convnets.ConvArch(name, input_shape, out_dim, tuple(spec.get("channels") or ()))
+    return ConvArch(name, input_shape, out_dim, tuple(spec.get("channels") or ()))
 
 
 def initial_state(setup: Setup) -> TrainState:
@@ -529,7 +530,7 @@ def train_batch(setup: Setup, state: TrainState, step_lr: torch.Tensor) -> None:
     finite is frozen (its step is zero from then on)."""
     params, decay, alive = state.params, state.decay, state.alive
     index = state.order[:, state.position : state.position + setup.batch_size]
-    if isinstance(setup.arch, convnets.ConvArch):
+    if isinstance(setup.arch, ConvArch):
         images = setup.x_train[index]
         if setup.augment:
             images = convtrain.augment(images, setup.augment, state.generators, setup.fill)
