@@ -9,8 +9,8 @@ seeds, learning rates and weight decays) take the same number of SGD steps three
   - `reference`: one model at a time, `nn.Sequential` + `torch.optim.SGD(momentum=0,
     weight_decay=wd)`, Paper B's code's pattern (the baseline "one model at a time").
 Each arm runs `--repeats` times, alternating; the median of the SGD steps' time counts. Reported:
-model-steps per second, each mode against the reference, and whether `ensemble: auto` (grouped up
-to rankbias.convshapes.GROUPED_CPU_BATCH, loop above) picked the faster mode. Results:
+model-steps per second, each mode against the reference, and whether `ensemble: auto`
+(rankbias.convtrain.ensemble_mode) picked the faster mode. Results:
 benchmarks/results/conv_ensemble.json and .md.
 """
 
@@ -30,7 +30,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rankbias.convshapes import GROUPED_CPU_BATCH, ConvArch  # noqa: E402
+from rankbias.convshapes import ConvArch  # noqa: E402
+from rankbias.convtrain import ensemble_mode  # noqa: E402
 from rankbias.train import train_ensemble  # noqa: E402
 
 CHANNELS = (8, "M", 16, "M", 16)  # config/config.yaml, conv_fashion
@@ -128,7 +129,7 @@ def main() -> None:
             seconds["reference"].append(run_reference(data, batch))
         median = {arm: statistics.median(values) for arm, values in seconds.items()}
         model_steps = len(MEMBERS) * STEPS
-        auto = "grouped" if batch <= GROUPED_CPU_BATCH else "loop"
+        auto = ensemble_mode("auto")
         faster = min(("grouped", "loop"), key=median.get)
         rows.append(
             {

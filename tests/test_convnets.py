@@ -86,17 +86,18 @@ def reference_cnn(arch: ConvArch, params: dict, member: int) -> nn.Module:
 def test_grouped_forward_equals_torch_modules_in_training_and_evaluation_mode():
     params = convnets.init_params(SMALL, [3, 4], DOUBLE, CPU)
     images = torch.randn(2, 5, 1, 12, 12, dtype=DOUBLE)
-    stats: list = []
-    outputs = convnets.forward(SMALL, params, images, stats)
-    for member in range(2):
-        module = reference_cnn(SMALL, params, member).train()
+    modules = [reference_cnn(SMALL, params, member).train() for member in range(2)]
+    outputs = convnets.forward(SMALL, params, images, training=True)  # moves running statistics
+    for member, module in enumerate(modules):
         torch.testing.assert_close(outputs[member], module(images[member]), rtol=1e-12, atol=1e-12)
-    convnets.update_running_stats(params, stats, torch.ones(2, dtype=torch.bool))
+        norms = [layer for layer in module if isinstance(layer, nn.BatchNorm2d)]
+        for index, norm in enumerate(norms, start=1):
+            for kind in ("mean", "var"):
+                ours, theirs = params[f"bn_{kind}{index}"][member], getattr(norm, f"running_{kind}")
+                torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
     shared = torch.randn(6, 1, 12, 12, dtype=DOUBLE)
     evaluated = convnets.forward(SMALL, params, shared)
-    for member in range(2):
-        module = reference_cnn(SMALL, params, member).train()
-        module(images[member])  # the same batch updates torch's running statistics
+    for member, module in enumerate(modules):
         torch.testing.assert_close(evaluated[member], module.eval()(shared), rtol=1e-12, atol=1e-12)
 
 
@@ -114,7 +115,7 @@ def test_resnet18_has_paper_b_shapes_and_parameter_count():
     )
     assert trained == 11_173_962  # torchvision-style CIFAR ResNet-18 (kuangliu, Paper B's code)
     images = torch.randn(1, 2, 3, 32, 32)
-    assert convnets.forward(arch, params, images, []).shape == (1, 2, 10)
+    assert convnets.forward(arch, params, images, training=True).shape == (1, 2, 10)
 
 
 def test_members_trained_together_equal_each_trained_alone_in_both_modes():

@@ -77,24 +77,19 @@ def conv_bn_relu(
     layer: Layer,
     hidden: torch.Tensor,
     members: int,
-    stats: list | None,
+    training: bool,
     relu: bool = True,
 ) -> torch.Tensor:
-    """Grouped conv, batch norm (batch statistics when `stats` collects them, else running
-    ones) and, with `relu`, a ReLU."""
+    """Grouped conv, batch norm and, with `relu`, a ReLU. In `training`, batch norm normalises by
+    the batch's statistics and moves the running ones toward them in place, as torch's
+    BatchNorm2d does (momentum 0.1, unbiased variance); else it uses the running ones. The
+    running statistics are views of the member-stacked buffers, so each member's own move."""
     weight = params[f"W{index}"]
     kernel = weight.reshape(members * weight.shape[1], *weight.shape[2:])
     pre = F.conv2d(hidden, kernel, None, layer.stride, layer.kernel // 2, 1, members)
-    scale, shift = (params[f"{kind}{index}"].reshape(-1) for kind in ("bn_weight", "bn_bias"))
-    if stats is None:
-        mean, var = (params[f"{kind}{index}"].reshape(-1) for kind in ("bn_mean", "bn_var"))
-        out = F.batch_norm(pre, mean, var, scale, shift, False, 0.0, BN_EPS)
-    else:
-        with torch.no_grad():
-            var, mean = torch.var_mean(pre.detach(), dim=(0, 2, 3), correction=0)
-        stats.append((index, mean.view(members, -1), var.view(members, -1), pre[:, 0].numel()))
-        out = F.batch_norm(pre, None, None, scale, shift, True, 0.0, BN_EPS)
-    return F.relu(out) if relu else out
+    scale, shift, mean, var = (params[f"{kind}{index}"].view(-1) for kind in NORM_TENSORS)
+    out = F.batch_norm(pre, mean, var, scale, shift, training, BN_MOMENTUM, BN_EPS)
+    return F.relu(out, inplace=True) if relu else out  # batch norm's backward keeps its input
 
 
 def max_pool(hidden: torch.Tensor) -> torch.Tensor:
@@ -109,27 +104,28 @@ def max_pool(hidden: torch.Tensor) -> torch.Tensor:
 
 
 def forward(
-    arch: ConvArch, params: dict[str, torch.Tensor], images: torch.Tensor, stats: list | None = None
+    arch: ConvArch, params: dict[str, torch.Tensor], images: torch.Tensor, training: bool = False
 ) -> torch.Tensor:
     """Logits [M, N, out] of members' images [M, N, C, H, W] (own batches) or shared [N, C, H, W].
-    With `stats` (training), batch norm uses batch statistics and appends (layer, mean, var,
-    samples per channel) for `update_running_stats`."""
+    In `training`, batch norm uses batch statistics and updates the running ones in `params`."""
     members = params["W1"].shape[0]
     if images.dim() == 4:
         images = images.unsqueeze(0).expand(members, *images.shape)
     hidden = stack_members(images)
     layers = arch.layers()
     if arch.name == "resnet18":
-        hidden = conv_bn_relu(params, 1, layers[0], hidden, members, stats)
+        hidden = conv_bn_relu(params, 1, layers[0], hidden, members, training)
         index = 2
         while layers[index - 1].role != "head":
             first, second = layers[index - 1], layers[index]
-            out = conv_bn_relu(params, index, first, hidden, members, stats)
-            out = conv_bn_relu(params, index + 1, second, out, members, stats, relu=False)
+            out = conv_bn_relu(params, index, first, hidden, members, training)
+            out = conv_bn_relu(params, index + 1, second, out, members, training, relu=False)
             index += 2
             if layers[index - 1].role == "shortcut":
                 shortcut = layers[index - 1]
-                hidden = conv_bn_relu(params, index, shortcut, hidden, members, stats, relu=False)
+                hidden = conv_bn_relu(
+                    params, index, shortcut, hidden, members, training, relu=False
+                )
                 index += 1
             hidden = F.relu(out + hidden)
     else:
@@ -138,24 +134,12 @@ def forward(
             if item == POOL:
                 hidden = max_pool(hidden)
             else:
-                hidden = conv_bn_relu(params, index, layers[index - 1], hidden, members, stats)
+                hidden = conv_bn_relu(params, index, layers[index - 1], hidden, members, training)
                 index += 1
     pooled = hidden.mean(dim=(2, 3)) if arch.name == "resnet18" else hidden  # else flattened
     features = pooled.reshape(hidden.shape[0], members, -1).transpose(0, 1)
     head = len(layers)
     return torch.baddbmm(params[f"b{head}"].unsqueeze(1), features, params[f"W{head}"].mT)
-
-
-@torch.no_grad()
-def update_running_stats(params: dict[str, torch.Tensor], stats: list, alive: torch.Tensor) -> None:
-    """torch's BatchNorm2d rule (momentum 0.1, unbiased variance over N·H·W values); a frozen
-    member keeps its running statistics."""
-    keep = ~alive.view(-1, 1)
-    for index, mean, var, count in stats:
-        unbiased = var * (count / max(1, count - 1))
-        for kind, value in (("mean", mean), ("var", unbiased)):
-            running = params[f"bn_{kind}{index}"]
-            running.copy_(torch.where(keep, running, running.lerp(value, BN_MOMENTUM)))
 
 
 def kernel_matrix(weight: torch.Tensor) -> torch.Tensor:

@@ -30,9 +30,6 @@ CONV_ARCHS = ("cnn", *VGG_CHANNELS, "resnet18")
 # Images per chunk when a logged epoch evaluates a split (fixed, like rankbias.plan.EVAL_CHUNK):
 # activations [chunk, members·C, H, W] stay small.
 CONV_EVAL_CHUNK = 256
-# On a CPU, grouped convolutions beat a member loop up to this batch (rankbias.convtrain's `auto`;
-# benchmarks/train_throughput.py --conv).
-GROUPED_CPU_BATCH = 16
 
 
 @dataclass(frozen=True)

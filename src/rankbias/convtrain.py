@@ -9,7 +9,8 @@ and a member trained in an ensemble equals itself trained alone (in `loop` mode,
 Gradients come from autograd on the actual tensors scale·stored; the stored tensors take
 -lr·grad / (new scale). `grouped` runs every member in one grouped-convolution call, `loop` one
 member at a time; `auto` (`ensemble_mode`) picks `grouped` on a GPU, where one small model leaves
-the device idle, and on a CPU wherever it measured no slower than the loop.
+the device idle, and on a CPU, where it measured 1.03–1.50× one model at a time and the loop
+0.93–1.03× (benchmarks/conv_ensemble.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from rankbias import convnets
-from rankbias.convshapes import GROUPED_CPU_BATCH
+from rankbias.convshapes import ConvArch
 from rankbias.decay import ExactDecay
 from rankbias.models import member_losses
 
@@ -28,15 +29,12 @@ ENSEMBLE_MODES = ("auto", "loop", "grouped")
 AUGMENTATIONS = ("crop", "flip", "rotate")  # Paper B's RandomCrop(32, 4), flip, RandomRotation(15)
 
 
-def ensemble_mode(requested: str, device: torch.device, batch_size: int) -> str:
-    """`auto`: `grouped` on a GPU, and on a CPU where it measured faster (batches up to
-    GROUPED_CPU_BATCH); `loop` otherwise (benchmarks/train_throughput.py --conv)."""
+def ensemble_mode(requested: str) -> str:
+    """`auto` is `grouped`: on a GPU one small model leaves the device idle, and on this CPU the
+    grouped step measured no slower than one model at a time at every batch (8 to 64)."""
     if requested not in ENSEMBLE_MODES:
         raise ValueError(f"unknown ensemble {requested!r}; allowed: {', '.join(ENSEMBLE_MODES)}")
-    if requested == "auto":
-        small = batch_size <= GROUPED_CPU_BATCH
-        return "grouped" if device.type == "cuda" or small else "loop"
-    return requested
+    return "grouped" if requested == "auto" else requested
 
 
 def augment(
@@ -86,43 +84,37 @@ def augment(
 
 
 def member_gradients(
-    arch: convnets.ConvArch,
+    arch: ConvArch,
     actual: dict[str, torch.Tensor],
     names: list[str],
     images: torch.Tensor,
     targets: torch.Tensor,
     loss: str,
     mode: str,
-) -> tuple[torch.Tensor, list[torch.Tensor], list]:
-    """Per-member batch losses [M], gradients of `names` [M, ...] and batch-norm statistics,
-    from one grouped pass or one pass per member."""
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Per-member batch losses [M] and gradients of `names` [M, ...], from one grouped pass or
+    one pass per member; batch norm's running statistics in `actual` move in place."""
     members = images.shape[0]
     slices = [slice(0, members)] if mode == "grouped" else [slice(m, m + 1) for m in range(members)]
-    losses, grads, stats = [], [[] for _ in names], []
+    losses, grads = [], [[] for _ in names]
     for part in slices:
         leaves = {
             name: value[part].detach().requires_grad_(name in names)
             for name, value in actual.items()
         }
-        part_stats: list = []
         with torch.enable_grad():
-            outputs = convnets.forward(arch, leaves, images[part], part_stats)
+            outputs = convnets.forward(arch, leaves, images[part], training=True)
             part_losses = member_losses(outputs, targets[part], loss)
             part_grads = torch.autograd.grad(part_losses.sum(), [leaves[n] for n in names])
         losses.append(part_losses.detach())
         for collected, grad in zip(grads, part_grads, strict=True):
             collected.append(grad)
-        stats.append(part_stats)
-    merged_stats = [
-        (layer[0][0], *(torch.cat([entry[k] for entry in layer]) for k in (1, 2)), layer[0][3])
-        for layer in zip(*stats, strict=True)
-    ]
-    return torch.cat(losses), [torch.cat(grad) for grad in grads], merged_stats
+    return torch.cat(losses), [torch.cat(grad) for grad in grads]
 
 
 @torch.no_grad()
 def sgd_step(
-    arch: convnets.ConvArch,
+    arch: ConvArch,
     params: dict[str, torch.Tensor],
     decay: ExactDecay,
     images: torch.Tensor,
@@ -137,14 +129,16 @@ def sgd_step(
     precision."""
     actual = decay.actual(params)
     names = decay.names
-    losses, grads, stats = member_gradients(arch, actual, names, images, targets, loss, mode)
+    running = {name: params[name].clone() for name in params if name not in decay.index}
+    losses, grads = member_gradients(arch, actual, names, images, targets, loss, mode)
     alive &= torch.isfinite(losses)
+    for name, before in running.items():  # a frozen member keeps its running statistics
+        params[name].copy_(torch.where(alive.view(-1, 1), params[name], before))
     decay.step(alive)
     for name, grad in zip(names, grads, strict=True):
         rows = (-1,) + (1,) * (grad.dim() - 1)
         rate = torch.where(alive, step_lr, 0).view(rows)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         params[name].sub_(grad.mul_(rate * decay.inverse_scale(name, grad)))
-    convnets.update_running_stats(params, stats, alive)
     decay.after_step(params)
     return losses

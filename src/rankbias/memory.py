@@ -18,7 +18,7 @@ import os
 import resource
 from collections.abc import Iterator
 
-from rankbias.convshapes import CONV_EVAL_CHUNK, GROUPED_CPU_BATCH, ConvArch
+from rankbias.convshapes import CONV_EVAL_CHUNK, ConvArch
 from rankbias.plan import EVAL_CHUNK
 
 MB = 2**20
@@ -48,8 +48,7 @@ def conv_terms(spec: dict, shape: tuple[int, int, int, int]) -> dict[str, float]
     layers = arch.layers()
     per_member = sum(math.prod(layer.matrix_shape) + 4 * layer.out_channels for layer in layers)
     activations = [layer.out_channels * layer.positions for layer in layers]
-    mode = spec.get("ensemble", "auto")
-    grouped = mode == "grouped" or (mode == "auto" and batch <= GROUPED_CPU_BATCH)
+    grouped = spec.get("ensemble", "auto") != "loop"  # `auto` is grouped (rankbias.convtrain)
     rows = train_rows + test_rows
     chunk = min(CONV_EVAL_CHUNK, max(train_rows, test_rows))
     return {

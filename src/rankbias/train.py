@@ -445,9 +445,7 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
         tolerances=rank_tolerances(spec.get("metrics", {})),
         chunk=CONV_EVAL_CHUNK if conv else EVAL_CHUNK,
         job_digest=spec_digest(spec, array_digest(arrays)) if checkpointed else "",
-        ensemble=convtrain.ensemble_mode(spec.get("ensemble", "auto"), device, batch_size)
-        if conv
-        else "",
+        ensemble=convtrain.ensemble_mode(spec.get("ensemble", "auto")) if conv else "",
         augment=dict(spec.get("augment") or {}),
         fill=x_train.amin(dim=(0, 2, 3)).cpu() if conv else None,
     )
