@@ -9,8 +9,8 @@ and a member trained in an ensemble equals itself trained alone (in `loop` mode,
 Gradients come from autograd on the actual tensors scale·stored; the stored tensors take
 -lr·grad / (new scale). `grouped` runs every member in one grouped-convolution call, `loop` one
 member at a time; `auto` (`ensemble_mode`) picks `grouped` on a GPU, where one small model leaves
-the device idle, and on a CPU, where it measured 1.03–1.50× one model at a time and the loop
-0.93–1.03× (benchmarks/conv_ensemble.py).
+the device idle, and on a CPU, where it measured 1.03–1.60× one model at a time and the loop
+0.92–1.03× (benchmarks/conv_ensemble.py).
 """
 
 from __future__ import annotations
