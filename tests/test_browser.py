@@ -77,7 +77,7 @@ def test_report_loads_in_chromium_offline_and_draws_every_figure(chromium, tiny_
             ".right > document.body.getBoundingClientRect().right + 1).length"
         )
     assert cut_off == 0
-    assert len(figures) == 17  # every figure of the tiny config, each embedded once
+    assert len(figures) == 19  # every figure of the tiny config, each embedded once
     for figure in figures:
         assert figure["drawn"] > 0, figure
         assert "panel" in figure["label"] and len(figure["label"]) > 40  # what it shows

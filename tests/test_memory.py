@@ -4,6 +4,7 @@ mem_mb growing with retries, and a config whose job cannot fit refused before an
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,14 @@ def test_the_train_rule_declares_the_estimate(tmp_path):
     assert declared == {
         key: memory.declared_mb(spec, shapes[spec["dataset"]]) for key, spec in jobs.items()
     }
+
+
+def test_a_jobs_peak_is_its_own_not_its_parents():
+    """A job started by a large process (pytest late in the suite, Snakemake) reports its own
+    peak: on Linux getrusage's ru_maxrss keeps the parent's across fork and exec, which once made
+    two jobs here report pytest's 1.3 GB."""
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MB resident in this process
+    code = "from rankbias.memory import peak_rss_mb; print(peak_rss_mb())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(child.stdout) < 300, f"the child reported {child.stdout.strip()} MB"
+    assert ballast.sum() > 0

@@ -17,6 +17,7 @@ import math
 import os
 import resource
 from collections.abc import Iterator
+from pathlib import Path
 
 from rankbias.convshapes import CONV_EVAL_CHUNK, ConvArch
 from rankbias.plan import EVAL_CHUNK
@@ -192,7 +193,13 @@ def returned_heap() -> Iterator[None]:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (Linux reports kB)."""
+    """This program's peak resident memory so far, in MB: VmHWM, the high-water mark of its own
+    address space. getrusage's ru_maxrss is not that on Linux: exec keeps the parent's peak at
+    the fork, so a job started by a 1.3 GB process (pytest late in the suite) reports 1.3 GB."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
