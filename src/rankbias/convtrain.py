@@ -45,12 +45,7 @@ def augment(
     degrees (nearest pixel, torchvision's default), a random crop after zero padding by `crop`
     pixels, a horizontal flip with probability 1/2, in torchvision's order (crop, flip, rotate).
     Padding and the corners a rotation uncovers take `fill` [C], the standardised black pixel."""
-    members, batch, channels, size = (
-        images.shape[0],
-        images.shape[1],
-        images.shape[2],
-        images.shape[3],
-    )
+    members, batch, channels, size = images.shape[:4]
     crop, flip, rotate = (options.get(name, 0) for name in AUGMENTATIONS)
     draws = []
     for generator in generators:

@@ -261,7 +261,7 @@ def conv_bound_columns(
 ) -> None:
     """Each layer's `operator_norm` (the conv as the map it applies, rankbias.convnets) beside
     the reshaped kernel's `spectral_norm`. The model-level bounds of rankbias.bounds are defined
-    for fully connected nets and stay NaN for conv nets (README, "Conv nets")."""
+    for fully connected nets and stay NaN for conv nets (config/README.md, "Conv nets")."""
     weights = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in final_weights.items()}
     finite = torch.stack([torch.isfinite(v.flatten(1)).all(dim=1) for v in weights.values()]).all(0)
     weights = {k: torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for k, v in weights.items()}
