@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from rankbias.convshapes import POOL, ConvArch, Layer
-from rankbias.models import BN_EPS, BN_MOMENTUM, NORM_BUFFERS, NORM_PARAMS
+from rankbias.models import BN_EPS, BN_MOMENTUM, NORM_STARTS
 
-NORM_TENSORS = NORM_PARAMS + NORM_BUFFERS
+NORM_TENSORS = tuple(NORM_STARTS)  # bn_weight, bn_bias, bn_mean, bn_var
 
 
 def param_names(arch: ConvArch) -> list[str]:
@@ -53,13 +53,8 @@ def init_params(
                 bias = torch.empty(rows, dtype=torch.float64)
                 stacked[f"b{index}"].append(bias.uniform_(-bound, bound, generator=generator))
             else:
-                for kind, start in (
-                    ("bn_weight", 1),
-                    ("bn_bias", 0),
-                    ("bn_mean", 0),
-                    ("bn_var", 1),
-                ):
-                    stacked[f"{kind}{index}"].append(torch.full((rows,), float(start)))
+                for kind, start in NORM_STARTS.items():
+                    stacked[f"{kind}{index}"].append(torch.full((rows,), start))
     return {
         name: torch.stack(values).to(device=device, dtype=dtype) for name, values in stacked.items()
     }

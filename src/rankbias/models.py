@@ -52,6 +52,7 @@ BN_EPS = 1e-5  # torch.nn.BatchNorm1d defaults
 BN_MOMENTUM = 0.1
 NORM_PARAMS = ("bn_weight", "bn_bias")  # trained, with the biases' weight decay
 NORM_BUFFERS = ("bn_mean", "bn_var")  # running statistics, not trained
+NORM_STARTS = dict(zip(NORM_PARAMS + NORM_BUFFERS, (1.0, 0.0, 0.0, 1.0), strict=True))  # torch's
 
 
 def param_names(arch: Arch) -> list[str]:
@@ -84,9 +85,7 @@ def init_params(
                 bias = torch.empty(fan_out, dtype=torch.float64)
                 stacked[f"b{layer}"].append(bias.uniform_(-bound, bound, generator=generator))
             if arch.batch_norm and layer < arch.depth:
-                for kind, start in zip(
-                    NORM_PARAMS + NORM_BUFFERS, (1.0, 0.0, 0.0, 1.0), strict=True
-                ):
+                for kind, start in NORM_STARTS.items():
                     stacked[f"{kind}{layer}"].append(torch.full((fan_out,), start))
     return {
         name: torch.stack(values).to(device=device, dtype=dtype) for name, values in stacked.items()

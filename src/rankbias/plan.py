@@ -93,8 +93,11 @@ def group_name(run: dict, depth: int, width: int, batch_size: int, chunk: int) -
     return f"{prefix}_{shape}_B{batch_size}_j{chunk}"
 
 
-def conv_shape(config: dict, run: dict, where: str) -> tuple[ConvArch, tuple[int, int, int]]:
-    """The conv net a run names, on its data set's images; refuses data that are not images."""
+def conv_shape(
+    config: dict, run: dict, given: dict, where: str
+) -> tuple[ConvArch, tuple[int, int, int]]:
+    """The conv net a run names, on its data set's images (`given`: the run as written, before
+    defaults); refuses data that are not images and keys that only an MLP has."""
     source = config["datasets"][run["dataset"]]["source"]
     if source not in IMAGE_SHAPES:
         raise PlanError(
@@ -102,7 +105,7 @@ def conv_shape(config: dict, run: dict, where: str) -> tuple[ConvArch, tuple[int
             f"{source}) has none; image sources: {', '.join(IMAGE_SHAPES)}"
         )
     for key in MLP_ONLY:
-        if key in run["given"]:
+        if key in given:
             raise PlanError(
                 f"{where}.{key}: set by arch {run['arch']} (its layers, batch norm, output bias "
                 f"and constant weight decay); allowed only with arch mlp"
@@ -138,7 +141,7 @@ def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
     planned: dict[tuple[str, str], dict] = {}
     for experiment, block in config["experiments"].items():
         for index, raw_run in enumerate(block["runs"]):
-            run = {**RUN_DEFAULTS, **raw_run, "given": set(raw_run)}
+            run = {**RUN_DEFAULTS, **raw_run}
             dataset = run["dataset"]
             where = f"{source}: experiments.{experiment}.runs[{index}]"
             if dataset not in config["datasets"]:
@@ -168,7 +171,7 @@ def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
             chunk = run["members_per_job"] or len(members)
             conv: dict[str, Any] = {}
             if run["arch"] != "mlp":
-                arch, image_shape = conv_shape(config, run, where)
+                arch, image_shape = conv_shape(config, run, raw_run, where)
                 run["depth"], run["width"], run["batch_norm"] = arch.depth, arch.width, True
                 conv = {
                     "arch": run["arch"],

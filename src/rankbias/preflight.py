@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from rankbias.checkpoint import Checkpointer
+from rankbias.convshapes import ConvArch
 from rankbias.stop_signals import Preempted
 from rankbias.train import train_ensemble
 
@@ -32,13 +33,14 @@ from rankbias.train import train_ensemble
 # a step stays below 1e-4, TF32 (10-bit mantissa) does not.
 AGREEMENT = {"float64": 1e-10, "float32": 1e-4}
 ALONE = 1e-12  # a member trained alone (float64): the same numbers up to summation order
-CNN = {  # a 1 × 8 × 8 conv net (rankbias.convshapes: depth 3, width 4), grouped on every device
+CNN_SHAPE = ConvArch("cnn", (1, 8, 8), 3, (4, "M", 4))  # 3 classes: the teacher's argmax
+CNN = {  # that conv net, grouped on every device, with augmentation
     "loss": "ce",
-    "arch": "cnn",
-    "channels": [4, "M", 4],
-    "image_shape": [1, 8, 8],
-    "depth": 3,
-    "width": 4,
+    "arch": CNN_SHAPE.name,
+    "channels": list(CNN_SHAPE.channels),
+    "image_shape": list(CNN_SHAPE.in_shape),
+    "depth": CNN_SHAPE.depth,
+    "width": CNN_SHAPE.width,
     "batch_norm": True,
     "ensemble": "grouped",
     "augment": {"crop": 1, "flip": True, "rotate": 10},

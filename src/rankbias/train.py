@@ -400,18 +400,18 @@ def prepare_setup(spec: dict, arrays: dict[str, np.ndarray], checkpointed: bool 
         )
         for split in splits
     }
-    image_shape = spec.get("image_shape")
-    if spec.get("arch", "mlp") != "mlp" and device.type == "cuda":
+    conv = spec.get("arch", "mlp") != "mlp"
+    if conv:  # the conv nets take images [N, C, H, W]
+        shape = spec["image_shape"]
+        evaluated = {split: (x.view(-1, *shape), y) for split, (x, y) in evaluated.items()}
+    if conv and device.type == "cuda":
         # full float32 convolutions, as on the CPU (cuDNN's default TF32 misses the preflight's
         # 1e-4), and deterministic kernels: same config and seed, same numbers
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    if spec.get("arch", "mlp") != "mlp":  # the conv nets take images [N, C, H, W]
-        evaluated = {split: (x.view(-1, *image_shape), y) for split, (x, y) in evaluated.items()}
     x_train, y_train = evaluated["train"]
     out_dim = int(y_train.max().item()) + 1 if loss == "ce" else y_train.shape[1]
     arch = network_arch(spec, tuple(x_train.shape[1:]), out_dim)
-    conv = isinstance(arch, ConvArch)
     if getattr(arch, "batch_norm", False) and (batch_size == 1 or len(x_train) % batch_size == 1):
         raise ValueError(
             f"batch_norm needs every mini-batch to hold >= 2 samples; batch_size {batch_size} "
