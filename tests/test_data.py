@@ -150,24 +150,21 @@ def test_california_housing_preparation(tmp_path, mirror, offline):
     np.testing.assert_array_equal(arrays["x_test"], again["x_test"])
 
 
-def test_a_constant_feature_is_refused_by_name_and_writes_nothing(
-    tmp_path, mirror, offline, capsys
-):
-    """One training row: every feature is constant on it, and std 0 would divide into NaN."""
-    from rankbias.cli import main
-
+def test_constant_features_are_centred_left_unscaled_and_named(tmp_path, mirror, offline):
+    """One training row: every feature is constant on it. std 0 must not divide into NaN: the
+    features are centred (0 on the training row), left unscaled and named in the record."""
     data.fetch("california_housing", tmp_path / "raw", str(mirror))
     spec = {"source": "california_housing", "train_size": 1, "validation_fraction": 0}
-    out = tmp_path / "out" / "tiny_housing.npz"
-    command = ["prepare", "--spec", json.dumps(spec), "--out-npz", str(out)]
-    command += ["--out-json", str(out.with_suffix(".json"))]
-    command += ["--raw-manifest", str(tmp_path / "raw" / data.MANIFEST)]
-    with pytest.raises(SystemExit):
-        main(command)
-    message = capsys.readouterr().err
-    assert "data set tiny_housing" in message and "'Longitude' are constant" in message
-    assert "on the 1 training rows" in message
-    assert not out.exists() and not out.with_suffix(".json").exists()
+    arrays, info = data.prepare(spec, tmp_path / "raw")
+    np.testing.assert_array_equal(arrays["x_train"], 0.0)
+    assert np.isfinite(arrays["x_test"]).all() and arrays["x_test"].std() > 0
+    assert info["scaling"]["constant_features"] == info["feature_names"]
+    z_train, z_test, scaling = data.standardise(
+        np.array([[1.0, 0.0], [1.0, 2.0]]), np.array([[4.0, 1.0]]), None, ["border", "pixel"]
+    )
+    np.testing.assert_array_equal(z_train, [[0.0, -1.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(z_test, [[3.0, 0.0]])  # centred on the training mean, scale 1
+    assert scaling["constant_features"] == ["border"] and scaling["std"] == [0.0, 1.0]
 
 
 def test_mnist_stratified_subset_and_global_scaling(tmp_path, mirror, offline):

@@ -26,7 +26,14 @@ def _log(message: str) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    manifest = data.fetch(args.source, Path(args.manifest).parent, args.mirror or None)
+    if args.source == "table":  # a user's file: its path or URL is in the data set's spec
+        from rankbias.tables import fetch_table
+
+        if not args.spec:
+            raise ValueError("--source table needs --spec (the data set's config block, JSON)")
+        manifest = fetch_table(json.loads(args.spec), Path(args.manifest).parent)
+    else:
+        manifest = data.fetch(args.source, Path(args.manifest).parent, args.mirror or None)
     for name, entry in manifest["files"].items():
         _log(f"{name}: {entry['origin']}")
 
@@ -288,7 +295,10 @@ def parser() -> argparse.ArgumentParser:
     steps = top.add_subparsers(dest="step", required=True)
 
     fetch = steps.add_parser("fetch", help="obtain and verify the raw files of one source")
-    fetch.add_argument("--source", required=True, choices=sorted(data.SOURCES))
+    fetch.add_argument(
+        "--source", required=True, choices=sorted([*data.SOURCES, *data.USER_SOURCES])
+    )
+    fetch.add_argument("--spec", default="", help="a table data set's config block, as JSON")
     fetch.add_argument("--manifest", required=True, help="manifest.json to write in the raw dir")
     fetch.add_argument("--mirror", default="", help=f"mirror folder (else ${data.MIRROR_ENV})")
     fetch.set_defaults(func=cmd_fetch)

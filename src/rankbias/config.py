@@ -119,6 +119,22 @@ def check_schema(document: Any, schema_path: str | Path, source: str) -> None:
         raise ConfigError("\n".join(dict.fromkeys(lines)))
 
 
+def planned_shapes(config: dict, source: str) -> dict[str, tuple[int, int, int, int]]:
+    """Every data set's shape before it is prepared; a user's table is read (and checked) now,
+    so a bad one is refused before any job, by file, column and row."""
+    from rankbias import plan
+    from rankbias.data import DataError, planned_shape
+
+    shapes = {}
+    for name, spec in config["datasets"].items():
+        manifest = plan.raw_manifest(config, name)
+        try:
+            shapes[name] = planned_shape(spec, Path(manifest).parent if manifest else None)
+        except DataError as error:
+            raise ConfigError(f"{source}: datasets.{name}: {error}") from None
+    return shapes
+
+
 def check_config(
     config: dict, schemas: str | Path, source: str, claims_path: str | Path
 ) -> tuple[dict, dict]:
@@ -130,7 +146,6 @@ def check_config(
     from snakemake.utils import validate  # the schema's defaults, filled as Snakemake does
 
     from rankbias import memory, plan
-    from rankbias.data import planned_shape
     from rankbias.registry import ClaimError, check_registry
 
     schemas = Path(schemas)
@@ -138,7 +153,7 @@ def check_config(
     validate(config, str(schemas / "config.schema.yaml"))
     try:
         jobs = plan.jobs(config, source)
-        shapes = {name: planned_shape(spec) for name, spec in config["datasets"].items()}
+        shapes = planned_shapes(config, source)
         limit = config.get("max_mem_mb") or memory.machine_mb()
         memory.check_fits(jobs, shapes, limit, source)
         registry = read_yaml(claims_path, f"{source}: claims_file")

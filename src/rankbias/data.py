@@ -118,6 +118,7 @@ SOURCES: dict[str, Source] = {
     ),
 }
 GENERATED_SOURCES = ("teacher",)
+USER_SOURCES = ("table",)  # a user's file, fetched per data set (rankbias.tables)
 SPLITS = ("train", "val", "test")
 VALIDATION_FRACTION = 0.1  # datasets.<name>.validation_fraction's default
 # Raw shapes, known before anything is fetched (for memory estimates): features, outputs (classes
@@ -134,9 +135,13 @@ RAW_SHAPES = {
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
-def planned_shape(spec: dict) -> tuple[int, int, int, int]:
+def planned_shape(spec: dict, raw_dir: Path | None = None) -> tuple[int, int, int, int]:
     """(features, outputs, training rows with validation, test rows) that preparing the data set
-    `spec` will give, without preparing it."""
+    `spec` will give, without preparing it (a user's table is read: rankbias.tables)."""
+    if spec["source"] == "table":
+        from rankbias.tables import planned_shape as table_shape
+
+        return table_shape(spec, raw_dir)
     if spec["source"] == "teacher":
         return (
             spec.get("input_dim", 20),
@@ -441,6 +446,8 @@ def _subset(x: np.ndarray, y: np.ndarray, size: int | None, rng, stratify: bool)
 
 def prepare(spec: dict, raw_dir: str | os.PathLike | None) -> tuple[dict[str, np.ndarray], dict]:
     """Build train/test arrays for one configured data set; return them and their provenance."""
+    from rankbias.tables import prepare_table
+
     source = spec["source"]
     builders = {
         "mnist": _prepare_idx,
@@ -448,10 +455,11 @@ def prepare(spec: dict, raw_dir: str | os.PathLike | None) -> tuple[dict[str, np
         "cifar10": _prepare_cifar,
         "california_housing": _prepare_housing,
         "teacher": _prepare_teacher,
+        "table": prepare_table,
     }
     if source not in builders:
         raise DataError(f"unknown data source {source!r}; known: {', '.join(builders)}")
-    manifest = verify_manifest(raw_dir) if source in SOURCES else None
+    manifest = verify_manifest(raw_dir) if source in SOURCES or source in USER_SOURCES else None
     arrays, info = builders[source](spec, Path(raw_dir) if raw_dir else None)
     arrays, validation = carve_validation(arrays, spec)
     arrays, target = centre_target(arrays, info["task"], spec.get("centre_target", True))
@@ -562,22 +570,16 @@ def _prepare_cifar(spec: dict, raw_dir: Path):
     return arrays, info
 
 
-def _standardise(
+def standardise(
     x_train: np.ndarray, x_test: np.ndarray, clip: float | None, names: list[str] | None = None
-):
-    """Per-feature z-scores on the training split's mean and std (then clipped at ±clip). A
-    feature constant on the training rows has no scale: refused by name, not divided into NaN."""
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per-feature z-scores on the training rows' mean and std (then clipped at ±clip). A
+    feature constant on the training rows (an image border, a one-row subset) is centred and left
+    unscaled: never divided by its zero std, and named in `constant_features`."""
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    constant = np.flatnonzero(std == 0)
-    if len(constant):
-        named = [names[i] if names else f"column {i}" for i in constant]
-        plural = len(named) > 1
-        which = f"feature{'s' * plural} {', '.join(map(repr, named))} {'are' if plural else 'is'}"
-        raise DataError(
-            f"{which} constant on the {len(x_train)} training rows (std 0), so it cannot be "
-            "standardised: use more rows (train_size) or another split_seed"
-        )
-    z_train, z_test = (x_train - mean) / std, (x_test - mean) / std
+    constant = std == 0
+    scale = np.where(constant, 1.0, std)
+    z_train, z_test = (x_train - mean) / scale, (x_test - mean) / scale
     max_abs = np.abs(z_train).max(axis=0)
     if clip is not None:
         z_train, z_test = np.clip(z_train, -clip, clip), np.clip(z_test, -clip, clip)
@@ -587,6 +589,9 @@ def _standardise(
         "std": std.tolist(),
         "clip": clip,
         "max_abs_z_train_before_clip": max_abs.tolist(),
+        "constant_features": [
+            names[i] if names else f"column {i}" for i in np.flatnonzero(constant)
+        ],
     }
     return z_train, z_test, scaling
 
@@ -600,7 +605,7 @@ def _prepare_housing(spec: dict, raw_dir: Path):
     test, train = order[:n_test], order[n_test:]
     x_train, y_train = _subset(features[train], target[train], spec.get("train_size"), rng, False)
     x_test, y_test = features[test], target[test]
-    z_train, z_test, scaling = _standardise(x_train, x_test, spec.get("clip", 5.0), names)
+    z_train, z_test, scaling = standardise(x_train, x_test, spec.get("clip", 5.0), names)
     arrays = {
         "x_train": z_train,
         "y_train": y_train[:, None],
@@ -676,7 +681,7 @@ def _prepare_teacher(spec: dict, raw_dir: Path | None):
 
     x_train, y_train = sample(spec.get("train_size", 2000))
     x_test, y_test = sample(spec.get("test_size", 1000))
-    z_train, z_test, scaling = _standardise(x_train, x_test, None)
+    z_train, z_test, scaling = standardise(x_train, x_test, None)
     singular = np.linalg.svd(w_star, compute_uv=False)
     rank = spec["rank"]
     arrays = {

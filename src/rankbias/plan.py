@@ -12,7 +12,7 @@ import itertools
 from typing import Any
 
 from rankbias.convshapes import ConvArch
-from rankbias.data import GENERATED_SOURCES, IMAGE_SHAPES, RAW_SHAPES, SOURCES
+from rankbias.data import GENERATED_SOURCES, IMAGE_SHAPES, RAW_SHAPES, SOURCES, USER_SOURCES
 from rankbias.vocabulary import SHAPE_AXES
 
 # Figures an experiment may list under `figures` (drawn by rankbias.figures.draw_figure).
@@ -240,6 +240,15 @@ def experiment_figures(block: dict) -> list[str]:
 
 def dataset_source(config: dict, dataset: str) -> str:
     return config["datasets"][dataset]["source"]
+
+
+def raw_manifest(config: dict, dataset: str) -> str | None:
+    """The manifest of a data set's verified raw files: one per source, one per user table
+    (rankbias.tables), none for generated data."""
+    source = dataset_source(config, dataset)
+    if source in USER_SOURCES:
+        return f"resources/raw/tables/{dataset}/manifest.json"
+    return f"resources/raw/{source}/manifest.json" if source in SOURCES else None
 
 
 def raw_sources(config: dict) -> list[str]:

@@ -16,8 +16,9 @@ os.environ.update(
 
 
 from rankbias import memory, plan
-from rankbias.config import ConfigError, check_config
-from rankbias.data import MIRROR_ENV, SOURCES, planned_shape
+from rankbias.config import ConfigError, check_config, planned_shapes
+from rankbias.data import MIRROR_ENV
+from rankbias.tables import is_url
 from rankbias.devices import DEVICE_ENV
 from rankbias.storage import write_text
 
@@ -37,6 +38,7 @@ def claims_file():
 CLAIMS_FILE = claims_file()
 try:  # every message names the file, the key and what is allowed; nothing has run yet
     JOBS, _registry = check_config(config, SCHEMAS, CONFIG_SOURCE, CLAIMS_FILE)
+    SHAPES = planned_shapes(config, CONFIG_SOURCE)  # memory estimates of the training jobs
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{error}") from None
 # Where the raw files come from and where training runs change no result: jobs read them from
@@ -68,8 +70,13 @@ wildcard_constraints:
 
 
 def raw_manifest(wildcards):
-    source = plan.dataset_source(config, wildcards.dataset)
-    return f"resources/raw/{source}/manifest.json" if source in SOURCES else []
+    return plan.raw_manifest(config, wildcards.dataset) or []
+
+
+def table_file(wildcards):
+    """Input of `fetch_table`: the user's file when it is a local path (a URL is fetched)."""
+    path = config["datasets"][wildcards.dataset]["path"]
+    return [] if is_url(path) else path
 
 
 def dataset_spec(wildcards):
@@ -110,8 +117,7 @@ def train_mem_mb(wildcards, attempt):
     """MB: estimated from the job's shapes (rankbias.memory, within 25 % of measured peaks) with
     a 50 % margin; each retry asks for half as much again."""
     spec = job_spec(wildcards)
-    shape = planned_shape(config["datasets"][spec["dataset"]])
-    return memory.declared_mb(spec, shape, attempt)
+    return memory.declared_mb(spec, SHAPES[spec["dataset"]], attempt)
 
 
 def train_runtime(wildcards, attempt):

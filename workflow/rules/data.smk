@@ -10,6 +10,22 @@ rule fetch_dataset:
         "python -m rankbias fetch --source {wildcards.source} --manifest {output.manifest} > {log} 2>&1"
 
 
+rule fetch_table:
+    input:
+        table=table_file,
+    output:
+        manifest="resources/raw/tables/{dataset}/manifest.json",
+    log:
+        "logs/fetch_table/{dataset}.log",
+    localrule: True
+    conda:
+        "../../envs/rankbias.yaml"
+    params:
+        spec=dataset_spec,
+    shell:
+        "python -m rankbias fetch --source table --spec {params.spec:q} --manifest {output.manifest} > {log} 2>&1"
+
+
 rule prepare_dataset:
     input:
         raw=raw_manifest,
