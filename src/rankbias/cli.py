@@ -227,6 +227,43 @@ def cmd_statistics(args: argparse.Namespace) -> None:
     _log(f"{args.out}: " + ", ".join(f"{len(rows)} {name} rows" for name, rows in counts.items()))
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    """Measure one checkpoint trained elsewhere and print its table (rankbias.audit)."""
+    from rankbias.audit import Training, audit, load_state, text_table
+
+    positions = {}
+    for item in args.positions:
+        name, _, count = item.rpartition("=")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--positions {item!r}: write TENSOR=N with N >= 1")
+        positions[name] = int(count)
+    training = Training(
+        args.batch_size, args.lr, args.weight_decay, args.steps, args.init_factor, positions
+    )
+    arrays, loss = None, None
+    if args.data:
+        arrays, info = data.load_prepared(args.data)
+        loss = "ce" if info["task"] == "classification" else "mse"
+    init = load_state(args.init) if args.init else None
+    table, spectra, note = audit(
+        load_state(args.checkpoint), args.checkpoint, training, init, arrays, loss
+    )
+    print(text_table(table))
+    bounds = [
+        c
+        for c in ("train_loss", "test_loss", "test_acc", "bound_grs", "bound_spectral")
+        if c in table and table[c].notna().any()
+    ]
+    if bounds:
+        print("model: " + ", ".join(f"{c} {table[c].iloc[0]:.4g}" for c in bounds))
+    if note:
+        print(f"not computed: {note}")
+    if args.out_csv:
+        write_csv(args.out_csv, table)
+    if args.out_spectra:
+        write_npz(args.out_spectra, spectra)
+
+
 def cmd_compare_claims(args: argparse.Namespace) -> None:
     from rankbias.claims import compare
 
@@ -386,6 +423,25 @@ def parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("--out", required=True, help="results/statistics/<experiment>.json")
     summary.set_defaults(func=cmd_statistics)
+
+    audit = steps.add_parser(
+        "audit",
+        help="rank metrics and bounds of a checkpoint trained elsewhere (safetensors, state dict)",
+    )
+    audit.add_argument("checkpoint", help="model.safetensors, or a state dict (.pt, .pth, .bin)")
+    audit.add_argument("--init", help="the same model's initial checkpoint: the learned part")
+    audit.add_argument("--batch-size", type=int, help="B it was trained with (Paper B's bound)")
+    audit.add_argument("--lr", type=float, help="its (final) learning rate")
+    audit.add_argument("--weight-decay", type=float, help="its coupled weight decay (wd = 2λ)")
+    audit.add_argument("--steps", type=int, help="SGD steps taken: s_T = (1 − lr·wd)^steps")
+    audit.add_argument("--init-factor", type=float, help="s_T itself (a schedule's product)")
+    audit.add_argument(
+        "--positions", nargs="*", default=[], help="TENSOR=N: a conv layer's output positions m_l"
+    )
+    audit.add_argument("--data", help="a prepared <dataset>.npz: losses and the norm bounds")
+    audit.add_argument("--out-csv", help="write the whole table (every column) here")
+    audit.add_argument("--out-spectra", help="write the singular values (one array a tensor)")
+    audit.set_defaults(func=cmd_audit)
 
     twins = steps.add_parser(
         "compare-claims", help="two runs' claims.json side by side; exits 1 on a silent flip"
