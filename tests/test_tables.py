@@ -105,7 +105,7 @@ def bad_tables() -> dict[str, tuple[pd.DataFrame, dict, str]]:
     return {
         "missing target": (frame, {"target": "price"}, "target column 'price' is missing"),
         "non-numeric feature": (text, {}, "feature column 'f2', row 7: 'n/a?' is not a number"),
-        "NaN": (holes, {}, "feature column 'f3', row 12: empty (NaN)"),
+        "NaN": (holes, {}, "feature column 'f3', row 12: empty or NA (read as NaN)"),
         "one-example class": (
             single,
             {"target": "label", "task": "classification"},

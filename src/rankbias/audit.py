@@ -26,7 +26,7 @@ from rankbias.controls import control_columns
 from rankbias.models import forward
 from rankbias.paper_b import bound_columns
 from rankbias.spectra import rank_metrics, rank_tolerances, singular_values
-from rankbias.vocabulary import BOUND_COLUMNS
+from rankbias.vocabulary import BOUND_COLUMNS, DERIVED_COLUMNS, METRICS
 
 SAFE_SAVE = (
     "save the weights alone: `safetensors.torch.save_file(model.state_dict(), "
@@ -249,6 +249,8 @@ def audit(
             row[name] = float(value[0]) if (given and positions) or not bound else math.nan
         if weight.kind == "dense":
             row["operator_norm"] = row["spectral_norm"]
+        if s_init is not None:  # the decay controls need the training, not the init
+            row |= {"init_factor": s_init, "decay_horizon": training.horizon()}
         if weight.name in init_weights and s_init is not None:
             start = init_weights[weight.name].matrix
             if start.shape != weight.matrix.shape:
@@ -322,3 +324,89 @@ def text_table(table: pd.DataFrame, columns: tuple[str, ...] = SHOWN) -> str:
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(cell(row[c]) for c in shown) + " |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- an experiment
+
+
+def checkpoint_training(entry: dict) -> Training:
+    """An experiment's checkpoint entry (config `experiments.<name>.checkpoints[i]`) as Training."""
+    return Training(
+        entry.get("batch_size"),
+        entry.get("lr"),
+        entry.get("weight_decay"),
+        entry.get("steps"),
+        entry.get("init_factor"),
+        dict(entry.get("positions", {})),
+    )
+
+
+def measure_checkpoint(
+    entry: dict,
+    experiment: str,
+    arrays: dict[str, np.ndarray] | None,
+    info: dict | None,
+    metrics: dict,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """One checkpoint of a workflow experiment as rows of results/tables/<experiment>.csv: the
+    columns rankbias.measure writes for a trained job (one member, the checkpoint's own
+    hyper-parameters), NaN where a trained job's history would be needed (plateaus, norm
+    ratios), so the statistics, figures and verdict rules read it unchanged."""
+    from rankbias.measure import chance_accuracy, constant_predictor_loss, member_status
+
+    loss = None if info is None else "ce" if info["task"] == "classification" else "mse"
+    final = load_state(entry["path"])
+    init = load_state(entry["init"]) if entry.get("init") else None
+    table, spectra, note = audit(
+        final, entry["path"], checkpoint_training(entry), init, arrays, loss, metrics
+    )
+    depth = len(table)
+    members = {
+        "experiment": experiment,
+        "group": entry["name"],
+        "dataset": entry.get("dataset", ""),
+        "loss": loss or "",
+        "depth": depth,
+        "width": int(table["rows"].iloc[:-1].max()) if depth > 1 else int(table["rows"].iloc[0]),
+        "batch_norm": False,
+        "batch_size": entry.get("batch_size", math.nan),
+        "epochs": math.nan,
+        "steps": entry.get("steps", math.nan),
+        "member": 0,
+        "seed": entry.get("seed", 0),
+        "lr": entry.get("lr", math.nan),
+        "weight_decay": entry.get("weight_decay", math.nan),
+        "wd_function": "constant",
+        "checkpoint": entry["path"],
+        "not_computed": note,
+    }
+    for split in ("train", "val", "test"):
+        for what in ("loss", "acc"):
+            members.setdefault(f"{split}_{what}", table.get(f"{split}_{what}", [math.nan])[0])
+    status, reason = "ok", ""
+    if arrays is not None:
+        const_loss = constant_predictor_loss(arrays["y_train"], loss)
+        members["const_loss"] = const_loss
+        chance = chance_accuracy(arrays["y_train"]) if loss == "ce" else None
+        if loss == "mse":
+            members["train_r2"] = 1 - members["train_loss"] / const_loss
+        final_row = pd.DataFrame([members])
+        [status], [reason] = member_status(final_row, np.array([-1]), const_loss, chance)
+        members["gap"] = (  # as rankbias.measure: error gap (classifier) or loss gap
+            members["train_acc"] - members["test_acc"]
+            if loss == "ce"
+            else members["test_loss"] - members["train_loss"]
+        )
+    members |= {"status": status, "status_reason": reason}
+    rows = table.drop(columns=[c for c in members if c in table])
+    rows.insert(0, "is_output", rows["layer"] == depth)
+    for name, value in reversed(members.items()):
+        rows.insert(0, name, value)
+    for name in METRICS:  # what only a training history gives (plateaus, norm ratios): NaN
+        if name not in rows and name not in DERIVED_COLUMNS:
+            rows[name] = math.nan
+    keyed = {
+        f"W{layer}": spectra[name][None, :]
+        for layer, name in zip(rows["layer"], rows["tensor"], strict=True)
+    }
+    return rows, keyed

@@ -135,6 +135,9 @@ def cmd_measure(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)  # torch's default takes every core: jobs would collide
     data_paths = {Path(path).stem: path for path in args.data}
     settings = json.loads(args.settings) if args.settings else {}
+    if args.checkpoints:
+        measure_checkpoints(args, json.loads(args.checkpoints), data_paths)
+        return
     loaded: dict[str, dict] = {}
     tables, histories, spectra = [], [], {}
     for run in map(Path, args.run_dirs):
@@ -172,6 +175,33 @@ def cmd_measure(args: argparse.Namespace) -> None:
     _log(f"measured {len(tables)} jobs")
 
 
+def measure_checkpoints(
+    args: argparse.Namespace, experiment: dict, data_paths: dict[str, str]
+) -> None:
+    """An experiment of checkpoints trained elsewhere (rankbias.audit): the same four outputs
+    as for trained jobs; the history is empty (nothing was trained here)."""
+    from rankbias.audit import measure_checkpoint
+
+    loaded = {name: data.load_prepared(path) for name, path in data_paths.items()}
+    tables, spectra = [], {}
+    for entry in experiment["checkpoints"]:
+        arrays, info = loaded.get(entry.get("dataset"), (None, None))
+        table, keyed = measure_checkpoint(
+            entry, experiment["name"], arrays, info, experiment.get("metrics", {})
+        )
+        for key, value in {**keyed, "member": np.array([0])}.items():
+            spectra[f"{entry['name']}/{key}"] = value
+        tables.append(table)
+        note = table["not_computed"].iloc[0]
+        _log(f"{entry['name']}: {len(table)} weights{'; not computed: ' + note if note else ''}")
+    write_csv(args.out_table, pd.concat(tables, ignore_index=True))
+    write_csv(args.out_history, pd.DataFrame(columns=["experiment", "group", "member", "layer"]))
+    write_npz(args.out_spectra, spectra)
+    names = [entry["name"] for entry in experiment["checkpoints"]]
+    write_json(args.out_code, stamped({"jobs": names, "checkpoints": experiment["checkpoints"]}))
+    _log(f"measured {len(tables)} checkpoints")
+
+
 def cmd_figure(args: argparse.Namespace) -> None:
     from rankbias.figures import draw_figure
 
@@ -183,31 +213,38 @@ def cmd_figure(args: argparse.Namespace) -> None:
     table, history = pd.read_csv(args.table), pd.read_csv(args.history)
     lines = []
     if args.registry:
-        import yaml
-
+        from rankbias.registry import load_registry
         from rankbias.thresholds import rule_lines
 
-        registry = yaml.safe_load(Path(args.registry).read_text())
+        registry = load_registry(args.registry, args.user_registry)
         lines = rule_lines(registry, args.subjects, args.experiment)
     draw_figure(args.kind, table, history, spectra, Path(args.out), args.sweep, args.hue, lines)
     _log(f"wrote {args.out}")
 
 
 def cmd_claims(args: argparse.Namespace) -> None:
-    import yaml
-
     from rankbias.claims import evaluate_claims
-    from rankbias.registry import check_registry
+    from rankbias.registry import check_registry, load_registry, selected
 
-    registry = yaml.safe_load(Path(args.registry).read_text())
+    registry = load_registry(args.registry, args.user_registry)
     config = read_json(args.meta)["config"]
-    check_registry(registry, config, args.registry)
+    check_registry(registry, config, " + ".join([args.registry, *args.user_registry]))
     tables = {Path(p).stem: pd.read_csv(p) for p in args.tables}
-    verdicts = evaluate_claims(registry, config, tables)
+    verdicts = evaluate_claims(selected(registry, config.get("only")), config, tables)
+    verdicts["user"] = registry["user"]  # the user's ids and heading (the report's own section)
     verdicts["registry"] = {
         "file": args.registry,
         "sha256": hashlib.sha256(Path(args.registry).read_bytes()).hexdigest()[:16],
-    }
+    } | (
+        {
+            "user_file": args.user_registry[0],
+            "user_sha256": hashlib.sha256(Path(args.user_registry[0]).read_bytes()).hexdigest()[
+                :16
+            ],
+        }
+        if args.user_registry
+        else {}
+    )
     write_json(args.out, stamped(verdicts))
     counts = pd.Series([c["verdict"] for c in verdicts["claims"]]).value_counts().to_dict()
     _log(f"{len(verdicts['claims'])} claims: {counts}; unstable: {verdicts['summary']['unstable']}")
@@ -379,8 +416,13 @@ def parser() -> argparse.ArgumentParser:
     measure = steps.add_parser(
         "measure", help="rank metrics, bounds and status of every training job of an experiment"
     )
-    measure.add_argument("--run-dirs", nargs="+", required=True, help="results/runs/<exp>/<job>")
-    measure.add_argument("--data", nargs="+", required=True, help="prepared <dataset>.npz files")
+    measure.add_argument("--run-dirs", nargs="*", default=[], help="results/runs/<exp>/<job>")
+    measure.add_argument(
+        "--checkpoints",
+        default="",
+        help="JSON {name, checkpoints}: an experiment of checkpoints trained elsewhere",
+    )
+    measure.add_argument("--data", nargs="*", default=[], help="prepared <dataset>.npz files")
     measure.add_argument("--out-table", required=True, help="results/tables/<experiment>.csv")
     measure.add_argument("--out-history", required=True, help="<experiment>_history.csv")
     measure.add_argument("--out-spectra", required=True, help="<experiment>.spectra.npz")
@@ -404,6 +446,9 @@ def parser() -> argparse.ArgumentParser:
     figure.add_argument("--sweep", default="weight_decay", help="the x axis of the figure")
     figure.add_argument("--hue", default="batch_size", help="the colour axis (grid, heatmap)")
     figure.add_argument("--registry", help="config/claims.yaml: draw the rules' thresholds")
+    figure.add_argument(
+        "--user-registry", nargs="*", default=[], help="user_claims_file: your rules' thresholds"
+    )
     figure.add_argument(
         "--subjects", nargs="*", default=[], help="claim and concern ids of this experiment"
     )
@@ -452,6 +497,9 @@ def parser() -> argparse.ArgumentParser:
 
     claims = steps.add_parser("claims", help="a verdict per claim of the registry")
     claims.add_argument("--registry", required=True, help="config/claims.yaml")
+    claims.add_argument(
+        "--user-registry", nargs="*", default=[], help="user_claims_file: your own claims"
+    )
     claims.add_argument("--meta", required=True, help="results/run_config.json: the run's config")
     claims.add_argument("--tables", nargs="+", required=True, help="<experiment>.csv tables")
     claims.add_argument("--out", required=True, help="claims.json to write")

@@ -136,7 +136,11 @@ def planned_shapes(config: dict, source: str) -> dict[str, tuple[int, int, int, 
 
 
 def check_config(
-    config: dict, schemas: str | Path, source: str, claims_path: str | Path
+    config: dict,
+    schemas: str | Path,
+    source: str,
+    claims_path: str | Path,
+    user_claims_path: str | Path = "",
 ) -> tuple[dict, dict]:
     """Everything the workflow checks at parse time, in order; returns (jobs, claim registry).
 
@@ -146,20 +150,28 @@ def check_config(
     from snakemake.utils import validate  # the schema's defaults, filled as Snakemake does
 
     from rankbias import memory, plan
-    from rankbias.registry import ClaimError, check_registry
+    from rankbias.registry import ClaimError, check_registry, combined_registry
 
     schemas = Path(schemas)
     check_schema(config, schemas / "config.schema.yaml", source)
     validate(config, str(schemas / "config.schema.yaml"))
     try:
+        plan.select_experiments(config, source)
         jobs = plan.jobs(config, source)
         shapes = planned_shapes(config, source)
         limit = config.get("max_mem_mb") or memory.machine_mb()
         memory.check_fits(jobs, shapes, limit, source)
-        registry = read_yaml(claims_path, f"{source}: claims_file")
-        check_schema(registry, schemas / "claims.schema.yaml", str(claims_path))
-        validate(registry, str(schemas / "claims.schema.yaml"))
-        check_registry(registry, config, str(claims_path), source)
+        registries = []
+        for path, key in ((claims_path, "claims_file"), (user_claims_path, "user_claims_file")):
+            if path:
+                document = read_yaml(path, f"{source}: {key}")
+                check_schema(document, schemas / "claims.schema.yaml", str(path))
+                validate(document, str(schemas / "claims.schema.yaml"))
+                registries.append(document)
+        user = registries[1] if user_claims_path else None
+        registry = combined_registry(registries[0], user, str(claims_path), str(user_claims_path))
+        files = " + ".join(str(path) for path in (claims_path, user_claims_path) if path)
+        check_registry(registry, config, files, source)
     except (plan.PlanError, memory.MemoryPlanError, ClaimError) as error:
         raise ConfigError(str(error)) from None
     return jobs, registry

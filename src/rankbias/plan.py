@@ -9,6 +9,7 @@ whole seeds together. Snakemake and the tests both call `jobs()`, so the plan ha
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 from rankbias.convshapes import ConvArch
@@ -38,6 +39,10 @@ DEFAULT_FIGURES = (
     "test_error",
     "generalization",
 )  # Paper A's audits
+# An experiment of checkpoints trained elsewhere has no training history: the figures it may
+# draw read the final table and spectra only.
+CHECKPOINT_FIGURES = ("spectra", "rank", "grid", "heatmap", "bound", "generalization", "test_error")
+DEFAULT_CHECKPOINT_FIGURES = ("spectra", "rank", "bound")
 RUN_DEFAULTS: dict[str, Any] = {
     "arch": "mlp",
     "channels": [],
@@ -133,14 +138,71 @@ def check_datasets(config: dict, source: str) -> None:
                 )
 
 
+def select_experiments(config: dict, source: str) -> None:
+    """Keep only `only.experiments` (in place): a user config merged over config/config.yaml
+    runs its own experiments without copying or editing the default one."""
+    wanted = config.get("only", {}).get("experiments")
+    if not wanted:
+        return
+    unknown = [name for name in wanted if name not in config["experiments"]]
+    if unknown:
+        raise PlanError(
+            f"{source}: only.experiments: unknown experiment(s) {', '.join(unknown)}; defined: "
+            f"{', '.join(config['experiments'])}"
+        )
+    config["experiments"] = {name: config["experiments"][name] for name in wanted}
+
+
+def check_checkpoints(config: dict, source: str) -> None:
+    """An experiment of checkpoints (rankbias.audit): files that exist, data sets that are
+    defined, distinct names, and figures that need no training history."""
+    for experiment, block in config["experiments"].items():
+        where = f"{source}: experiments.{experiment}"
+        if "checkpoints" not in block:
+            continue
+        for kind in block.get("figures", []):
+            if kind not in CHECKPOINT_FIGURES:
+                raise PlanError(
+                    f"{where}.figures: {kind} needs a training history, which checkpoints trained "
+                    f"elsewhere do not have; allowed: {', '.join(CHECKPOINT_FIGURES)}"
+                )
+        names = set()
+        for index, entry in enumerate(block["checkpoints"]):
+            here = f"{where}.checkpoints[{index}]"
+            if entry["name"] in names:
+                raise PlanError(f"{here}.name: {entry['name']!r} is used twice in {experiment}")
+            names.add(entry["name"])
+            for key in ("path", "init"):
+                if key in entry and not Path(entry[key]).is_file():
+                    raise PlanError(f"{here}.{key}: {entry[key]} does not exist")
+            if "dataset" in entry and entry["dataset"] not in config["datasets"]:
+                raise PlanError(
+                    f"{here}.dataset: unknown data set {entry['dataset']!r}; defined in "
+                    f"datasets: {', '.join(config['datasets'])}"
+                )
+
+
+def checkpoint_experiments(config: dict) -> list[str]:
+    return [name for name, block in config["experiments"].items() if "checkpoints" in block]
+
+
+def used_datasets(config: dict, planned: dict[tuple[str, str], dict]) -> list[str]:
+    """The data sets training jobs and checkpoint experiments read."""
+    used = {spec["dataset"] for spec in planned.values()}
+    for name in checkpoint_experiments(config):
+        used |= {e["dataset"] for e in config["experiments"][name]["checkpoints"] if "dataset" in e}
+    return sorted(used)
+
+
 def jobs(config: dict, source: str = "config") -> dict[tuple[str, str], dict]:
     """Every training job of the config, keyed by (experiment, group), with its full spec.
 
     `source` names the config file(s) in errors."""
     check_datasets(config, source)
+    check_checkpoints(config, source)
     planned: dict[tuple[str, str], dict] = {}
     for experiment, block in config["experiments"].items():
-        for index, raw_run in enumerate(block["runs"]):
+        for index, raw_run in enumerate(block.get("runs", [])):
             run = {**RUN_DEFAULTS, **raw_run}
             dataset = run["dataset"]
             where = f"{source}: experiments.{experiment}.runs[{index}]"
@@ -235,7 +297,8 @@ def measure_settings(spec: dict) -> dict:
 
 
 def experiment_figures(block: dict) -> list[str]:
-    return list(block.get("figures") or DEFAULT_FIGURES)
+    default = DEFAULT_CHECKPOINT_FIGURES if "checkpoints" in block else DEFAULT_FIGURES
+    return list(block.get("figures") or default)
 
 
 def dataset_source(config: dict, dataset: str) -> str:

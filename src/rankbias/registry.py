@@ -23,6 +23,68 @@ class ClaimError(ValueError):
     """The claim registry is inconsistent with itself, the metrics or the run's config."""
 
 
+# ---------------------------------------------------------------- the user's registry
+
+USER_TITLE = "Your claims"  # the report's heading of a user registry without a `title`
+
+
+def combined_registry(
+    papers: dict, user: dict | None, papers_file: str, user_file: str = ""
+) -> dict:
+    """The papers' registry plus a user's (`user_claims_file`): same schema, ids that must not
+    collide. `user` lists the user's claim and concern ids and the heading of their section."""
+    if not user:
+        return {**papers, "user": {"title": "", "claims": [], "concerns": [], "file": ""}}
+    combined = {key: dict(papers[key]) for key in ("papers", "claims", "concerns")}
+    for key in ("papers", "claims", "concerns"):
+        for name, entry in user.get(key, {}).items():
+            if name in combined[key]:
+                raise ClaimError(
+                    f"{user_file}: {key}.{name}: already defined in {papers_file}; give your "
+                    f"{key[:-1]} another id"
+                )
+            combined[key][name] = entry
+    combined["user"] = {
+        "title": user.get("title", USER_TITLE),
+        "claims": list(user["claims"]),
+        "concerns": list(user.get("concerns", {})),
+        "file": user_file,
+    }
+    return combined
+
+
+def load_registry(papers_file: str, user_files: list[str] = ()) -> dict:
+    """The papers' registry and the user's (at most one file), combined (validated against the
+    schema by rankbias.config before any job ran)."""
+    import yaml
+
+    with open(papers_file) as handle:
+        papers = yaml.safe_load(handle)
+    user, user_file = None, ""
+    for user_file in user_files:
+        with open(user_file) as handle:
+            user = yaml.safe_load(handle)
+    return combined_registry(papers, user, papers_file, user_file)
+
+
+def selected(registry: dict, only: dict | None) -> dict:
+    """The registry cut to `only.claims` of the config: `user` keeps the user's claims and
+    concerns, a list keeps those ids (and the concerns the kept claims answer)."""
+    wanted = (only or {}).get("claims")
+    if not wanted:
+        return registry
+    keep = set(registry["user"]["claims"] + registry["user"]["concerns"])
+    if wanted != "user":
+        keep = set(wanted)
+        for claim in wanted:
+            keep |= set(registry["claims"].get(claim, {}).get("concerns", []))
+    return {
+        **registry,
+        "claims": {k: v for k, v in registry["claims"].items() if k in keep},
+        "concerns": {k: v for k, v in registry["concerns"].items() if k in keep},
+    }
+
+
 # ---------------------------------------------------------------- registry validation
 
 
@@ -44,6 +106,17 @@ def check_registry(
 ) -> None:
     """Cross-references the schema cannot see; the error names the key and what is allowed."""
     ids = set(registry["claims"]) | set(registry["concerns"])
+    wanted = config.get("only", {}).get("claims")
+    if wanted == "user" and not registry.get("user", {}).get("claims"):
+        raise ClaimError(
+            f"{config_source}: only.claims: user, but no user_claims_file gives claims of yours"
+        )
+    for claim in wanted if isinstance(wanted, list) else []:
+        if claim not in registry["claims"]:
+            raise ClaimError(
+                f"{config_source}: only.claims: unknown claim {claim!r}; defined: "
+                f"{', '.join(sorted(registry['claims'], key=id_order))}"
+            )
     for name, block in config["experiments"].items():
         for claim in block.get("claims", []):
             if claim not in ids:

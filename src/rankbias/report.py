@@ -156,9 +156,11 @@ def run_scope(
     runs: list[dict],
     verdicts: dict,
     paper_config: Path | None,
+    checkpoint_experiments: list[str] = (),
 ) -> dict:
     """The scope-and-fidelity box: what this run is (every experiment's scope values), claim by
-    claim beside the paper's own setting, and what a paper-scale run changes."""
+    claim beside the paper's own setting, and what a paper-scale run changes (when the papers'
+    claims are judged). Experiments of checkpoints trained elsewhere are counted apart."""
     train_sizes = {info["name"]: int(info["n_train"]) for info in data_infos}
     experiments = {name: setting_summary(scope, train_sizes) for name, scope in scopes.items()}
     merged = {
@@ -178,17 +180,23 @@ def run_scope(
         }
         for claim in verdicts["claims"]
     ]
+    elsewhere = set(checkpoint_experiments)
+    train_s = sum(run["wall_time_s"] for run in runs)
+    papers_claims = set(c["id"] for c in verdicts["claims"]) - set(
+        (verdicts.get("user") or {}).get("claims", [])
+    )
     return {
-        "members": sum(scope["members"] for scope in scopes.values()),
+        "members": sum(s["members"] for name, s in scopes.items() if name not in elsewhere),
+        "checkpoints": sum(s["members"] for name, s in scopes.items() if name in elsewhere),
         "experiments": len(scopes),
         "seeds": f"{len(seeds)} ({_range(seeds)})",
         "epochs": _range(merged["epochs"]),
         "steps": _range(merged["steps"]),
         "data": ", ".join(f"{name} {size:,}" for name, size in sorted(train_sizes.items())),
         "devices": ", ".join(sorted({run["device"] for run in runs})),
-        "train_minutes": f"{sum(run['wall_time_s'] for run in runs) / 60:.1f}",
+        "train_time": f"{train_s:.0f} s" if train_s < 60 else f"{train_s / 60:.1f} minutes",
         "claims": claims,
-        "paper_scale": paper_scale(paper_config),
+        "paper_scale": paper_scale(paper_config) if papers_claims else [],
     }
 
 
@@ -336,6 +344,31 @@ def figure_entry(key: tuple[str, str], figure_uris: dict, placed: dict, captions
     }
 
 
+def claim_groups(claim_list: list[dict], verdicts: dict) -> list[dict]:
+    """The papers' claims and the user's (`user_claims_file`), each under its own heading; a
+    claim's `origin` says whose it is ("Paper A", or the user registry's reference)."""
+    user = verdicts.get("user") or {}
+    mine = set(user.get("claims", []))
+    for claim in claim_list:
+        reference = verdicts["papers"].get(claim["paper"], "")
+        claim["origin"] = reference if claim["id"] in mine else f"Paper {claim['paper']}"
+    groups = [
+        {
+            "id": "claims",
+            "heading": "Claims, one by one",
+            "glance": "The papers' claims",
+            "claims": [c for c in claim_list if c["id"] not in mine],
+        },
+        {
+            "id": "user-claims",
+            "heading": user.get("title", ""),
+            "glance": user.get("title", ""),
+            "claims": [c for c in claim_list if c["id"] in mine],
+        },
+    ]
+    return [group for group in groups if group["claims"]]
+
+
 def claim_sections(
     verdicts: dict, figure_uris: dict, experiment_kinds: dict, captions: dict
 ) -> tuple[list, dict]:
@@ -470,9 +503,12 @@ def build_context(
         verdicts,
     ) | ({"preflight": checked.get("code")} if checked else {})
     verdict_counts = {v: sum(c["verdict"] == v for c in verdicts["claims"]) for v in VERDICT_MARK}
+    groups = claim_groups(claim_list, verdicts)
     scopes = {name: summary["tables"]["scope"] for name, summary in summaries.items()}
     return {
         "claims": claim_list,
+        "claim_groups": groups,
+        "user_claims": list((verdicts.get("user") or {}).get("claims", [])),
         "concerns": concern_index(verdicts),
         "papers": verdicts["papers"],
         "verdict_counts": verdict_counts,
@@ -481,7 +517,14 @@ def build_context(
         "alpha": verdicts.get("alpha", 0.05),
         "experiments": experiments,
         "datasets": data_records,
-        "scope": run_scope(scopes, data_records, run_records, verdicts, paper_config),
+        "scope": run_scope(
+            scopes,
+            data_records,
+            run_records,
+            verdicts,
+            paper_config,
+            [name for name, block in meta["experiments"].items() if block.get("checkpoints")],
+        ),
         "provenance": provenance(run_records, meta, codes)
         | {"registry": verdicts.get("registry", {}), "preflight": preflight_text(checked)},
         "metric_table": [(entry["name"], entry["definition"]) for entry in words["metrics"]],

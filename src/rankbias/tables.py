@@ -166,7 +166,7 @@ def numeric_column(table: pd.DataFrame, name: str, path: str, role: str) -> np.n
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         row = int(bad[0])
-        what = "empty (NaN)" if np.isnan(values[row]) else f"{values[row]} (not finite)"
+        what = "empty or NA (read as NaN)" if np.isnan(values[row]) else f"{values[row]}"
         raise TableError(
             f"{path}: {role} column {name!r}, row {row + 1}: {what}; "
             f"{len(bad)} row{'s' * (len(bad) > 1)} without a finite value: drop or fill them"
@@ -296,12 +296,14 @@ def prepare_table(spec: dict, raw_dir: Path) -> tuple[dict[str, np.ndarray], dic
 
 def planned_shape(spec: dict, raw_dir: Path | None) -> tuple[int, int, int, int]:
     """(features, outputs, training rows, test rows) for memory estimates, read from the table
-    (its fetched copy in `raw_dir` when there is one); a URL not fetched yet is estimated as
-    100,000 rows of 1,000 features and 10 classes until it is."""
-    copy = raw_dir / file_name(spec) if raw_dir else None
-    path = copy if copy and copy.is_file() else None if is_url(spec["path"]) else spec["path"]
-    if path is None:
-        return 1000, 10, 100_000, 0
+    (a URL's fetched copy in `raw_dir`); a URL not fetched yet is estimated as 100,000 rows of
+    1,000 features and 10 classes until it is."""
+    path = spec["path"]
+    if is_url(path):
+        copy = raw_dir / file_name(spec) if raw_dir else None
+        if not (copy and copy.is_file()):
+            return 1000, 10, 100_000, 0
+        path = copy
     x, y, classes, mask, _ = load_checked(spec, path)
     train = min(int((~mask).sum()), spec.get("train_size") or x.shape[0])
     test = min(int(mask.sum()), spec.get("test_size") or x.shape[0])

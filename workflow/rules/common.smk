@@ -27,17 +27,23 @@ SCHEMAS = os.path.join(workflow.basedir, "workflow", "schemas")
 CONFIG_SOURCE = " + ".join(map(str, dict.fromkeys(workflow.configfiles))) or "config"
 
 
-def claims_file():
-    """The claim registry: `claims_file` relative to the working directory, else the one shipped
-    with the workflow (so a project folder needs no copy of config/claims.yaml)."""
-    name = str(config.get("claims_file", "config/claims.yaml"))
+def registry_file(name):
+    """A claim registry: relative to the working directory, else to the workflow (so a project
+    folder needs no copy of config/claims.yaml, nor of an example's registry)."""
     shipped = os.path.join(workflow.basedir, name)
     return name if os.path.exists(name) or not os.path.exists(shipped) else shipped
 
 
-CLAIMS_FILE = claims_file()
+CLAIMS_FILE = registry_file(str(config.get("claims_file", "config/claims.yaml")))
+# Your own claim registry (README, "Audit your own claim"); [] when there is none (an input
+# list of the rules that read registries).
+USER_CLAIMS_FILES = (
+    [registry_file(config["user_claims_file"])] if config.get("user_claims_file") else []
+)
 try:  # every message names the file, the key and what is allowed; nothing has run yet
-    JOBS, _registry = check_config(config, SCHEMAS, CONFIG_SOURCE, CLAIMS_FILE)
+    JOBS, _registry = check_config(
+        config, SCHEMAS, CONFIG_SOURCE, CLAIMS_FILE, "".join(USER_CLAIMS_FILES)
+    )
     SHAPES = planned_shapes(config, CONFIG_SOURCE)  # memory estimates of the training jobs
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{error}") from None
@@ -49,7 +55,7 @@ os.environ[DEVICE_ENV] = str(config.get("device", "auto"))
 if config.get("data", {}).get("mirror"):
     os.environ[MIRROR_ENV] = str(config["data"]["mirror"])
 EXPERIMENTS = list(config["experiments"])  # config order is the report order
-DATASETS = sorted({spec["dataset"] for spec in JOBS.values()})
+DATASETS = plan.used_datasets(config, JOBS)
 # Shipped with the workflow, so found next to the Snakefile even when --directory points elsewhere.
 REPORT_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "index.html.j2")
 FIGURE_TEMPLATE = os.path.join(workflow.basedir, "report", "templates", "figure.html.j2")
@@ -145,11 +151,28 @@ def experiment_files(pattern):
 
 
 def experiment_data(wildcards):
-    """The prepared data sets an experiment's jobs train on."""
+    """The prepared data sets an experiment's jobs train on (or its checkpoints are tried on)."""
+    block = config["experiments"][wildcards.experiment]
     datasets = {
         JOBS[(wildcards.experiment, g)]["dataset"] for g in experiment_groups(wildcards.experiment)
     }
+    datasets |= {entry["dataset"] for entry in block.get("checkpoints", []) if "dataset" in entry}
     return [f"results/data/{dataset}.npz" for dataset in sorted(datasets)]
+
+
+def experiment_checkpoints(wildcards):
+    """Input function of `measure`: the files of an experiment of checkpoints trained elsewhere."""
+    entries = config["experiments"][wildcards.experiment].get("checkpoints", [])
+    return [entry[key] for entry in entries for key in ("path", "init") if key in entry]
+
+
+def checkpoint_spec(wildcards):
+    """Params function of `measure`: an experiment's checkpoints as JSON ("" for trained jobs)."""
+    entries = config["experiments"][wildcards.experiment].get("checkpoints")
+    if not entries:
+        return ""
+    spec = {"name": wildcards.experiment, "checkpoints": entries, "metrics": config["metrics"]}
+    return json.dumps(spec, sort_keys=True)
 
 
 def experiment_run_dirs(wildcards):
@@ -196,7 +219,10 @@ def run_meta(wildcards):
     config change reruns what reads it."""
     experiments = {
         name: {key: block.get(key) for key in ("title", "description", "claims", "sweep", "hue")}
-        | {"figures": plan.experiment_figures(block)}
+        | {
+            "figures": plan.experiment_figures(block),
+            "checkpoints": len(block.get("checkpoints", [])),
+        }
         for name, block in config["experiments"].items()
     }
     return json.dumps({"experiments": experiments, "config": config}, sort_keys=True)

@@ -4,6 +4,7 @@ rule measure:
         finals=experiment_files("results/runs/{experiment}/{group}/final.npz"),
         histories=experiment_files("results/runs/{experiment}/{group}/history.csv"),
         results=experiment_files("results/runs/{experiment}/{group}/result.json"),
+        checkpoints=experiment_checkpoints,
     output:
         table=report(
             "results/tables/{experiment}.csv",
@@ -27,8 +28,9 @@ rule measure:
     params:
         run_dirs=experiment_run_dirs,
         settings=measure_settings,
+        checkpoints=checkpoint_spec,
     shell:
-        "python -m rankbias measure --run-dirs {params.run_dirs} --settings {params.settings:q} --data {input.data} --out-table {output.table} --out-history {output.history} --out-spectra {output.spectra} --out-code {output.code} --threads {threads} > {log} 2>&1"
+        "python -m rankbias measure --run-dirs {params.run_dirs} --checkpoints={params.checkpoints:q} --settings {params.settings:q} --data {input.data} --out-table {output.table} --out-history {output.history} --out-spectra {output.spectra} --out-code {output.code} --threads {threads} > {log} 2>&1"
 
 
 rule figure:
@@ -37,6 +39,7 @@ rule figure:
         history="results/tables/{experiment}_history.csv",
         spectra="results/metrics/{experiment}.spectra.npz",
         registry=CLAIMS_FILE,
+        user_registry=USER_CLAIMS_FILES,
     output:
         svg=report(
             "results/figures/{experiment}/{figure}.svg",
@@ -58,4 +61,4 @@ rule figure:
         subjects=experiment_subjects,
         caption=figure_caption,
     shell:
-        "python -m rankbias figure --kind {wildcards.figure} --table {input.table} --history {input.history} --spectra {input.spectra} --registry {input.registry:q} --experiment {wildcards.experiment} --subjects {params.subjects} --out {output.svg} --sweep {params.sweep} --hue {params.hue} > {log} 2>&1"
+        "python -m rankbias figure --kind {wildcards.figure} --table {input.table} --history {input.history} --spectra {input.spectra} --registry {input.registry:q} --user-registry {input.user_registry:q} --experiment {wildcards.experiment} --subjects {params.subjects} --out {output.svg} --sweep {params.sweep} --hue {params.hue} > {log} 2>&1"

@@ -34,6 +34,7 @@ rule run_config:
 rule claims:
     input:
         registry=CLAIMS_FILE,
+        user_registry=USER_CLAIMS_FILES,
         meta="results/run_config.json",
         tables=expand("results/tables/{experiment}.csv", experiment=EXPERIMENTS),
     output:
@@ -52,7 +53,7 @@ rule claims:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python -m rankbias claims --registry {input.registry:q} --meta {input.meta} --tables {input.tables} --out {output.json} > {log} 2>&1"
+        "python -m rankbias claims --registry {input.registry:q} --user-registry {input.user_registry:q} --meta {input.meta} --tables {input.tables} --out {output.json} > {log} 2>&1"
 
 
 rule report:
