@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -219,3 +221,32 @@ def cifar_mirror(tmp_path, monkeypatch, offline):
     raw_file = dataclasses.replace(source.files[0], sha256=digest)
     monkeypatch.setitem(data.SOURCES, "cifar10", dataclasses.replace(source, files=(raw_file,)))
     return folder.parent, batches
+
+
+def example_commands() -> list[list[str]]:
+    """The bash block after README's `your-claim-example` marker, one command a line."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- your-claim-example -->\n```bash\n(.*?)```", text, re.S)
+    assert block, "README.md has no your-claim-example block"
+    return [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory, mirror):
+    """A user's folder beside the checkout: the default config, then the README's commands."""
+    workdir = tmp_path_factory.mktemp("your_claim")
+    (workdir / "config").mkdir()
+    shutil.copy(ROOT / "config" / "config.yaml", workdir / "config" / "config.yaml")
+    outputs = []
+    for command in example_commands():
+        if command[0] == "snakemake":
+            args = [ROOT / a if a.startswith("config/") else a for a in command[1:]]
+            dry = snakemake(workdir, *map(str, args), "-n", "--quiet", "rules")
+            outputs.append(dry.stdout)
+            outputs.append(snakemake(workdir, *map(str, args), "--cores", "2").stdout)
+        else:
+            assert command[0] == "python", command
+            script = [str(ROOT / command[1])] if command[1].endswith(".py") else command[1:3]
+            rest = command[2:] if command[1].endswith(".py") else command[3:]
+            outputs.append(run([sys.executable, *script, *rest], cwd=workdir).stdout)
+    return workdir, outputs

@@ -88,3 +88,22 @@ def test_report_loads_in_chromium_offline_and_draws_every_figure(chromium, tiny_
     assert order == sorted(order)  # scope box and contents come before the verdicts
     assert report.stat().st_size <= REPORT_WEIGHT_LIMIT
     assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.workflow
+def test_the_worked_examples_report_draws_its_figures_and_rules(chromium, example):
+    """README's "Audit your own claim": the report of a user's own claims, with an experiment of
+    checkpoints trained elsewhere, loads offline and draws every figure with the rules' lines."""
+    workdir, _ = example
+    report = workdir / "results" / "report" / "index.html"
+    with Chromium(chromium, width=1280, height=1600) as browser:
+        browser.load(report.as_uri())
+        wait_for(lambda: browser.evaluate(PACKED) == 0, "the compressed figures to unpack", 60)
+        figures = json.loads(browser.evaluate(FIGURES))
+        assert browser.console_errors() == []
+        schemes = {url.split(":", 1)[0] for url in browser.requested_urls()}
+        assert schemes <= {"file", "data"}, schemes
+        assert len(figures) == 7 and all(f["drawn"] > 0 and f["label"] for f in figures)
+        assert sum(f["rules"] for f in figures) > 0  # U1 and U2's lines on the rank figures
+        browser.evaluate("document.getElementById('verdicts').scrollIntoView()")
+        browser.screenshot(ARTIFACTS / "your-claim-report.png")

@@ -43,7 +43,11 @@ def write_case(case: dict, folder: Path) -> dict:
         edit(config, path, value)
     for path in case.get("delete", []):
         edit(config, path, delete=True)
+    if "user_claims_text" in case:
+        config["user_claims_file"] = "config/my_claims.yaml"
     project(folder, config)
+    if "user_claims_text" in case:
+        (folder / "config" / "my_claims.yaml").write_text(case["user_claims_text"])
     if "claims_set" in case or "claims_text" in case:
         registry = yaml.safe_load(SHIPPED_CLAIMS.read_text())
         for path, value in case.get("claims_set", {}).items():
@@ -79,7 +83,9 @@ def test_malformed_config_is_refused_with_key_and_allowed_values(name, tmp_path,
     local_claims = Path(config.get("claims_file", "config/claims.yaml"))
     claims = local_claims if local_claims.exists() or "claims_file" in config else SHIPPED_CLAIMS
     with pytest.raises(ConfigError) as refused:
-        check_config(config, SCHEMAS, "config/config.yaml", claims)
+        check_config(
+            config, SCHEMAS, "config/config.yaml", claims, config.get("user_claims_file") or ""
+        )
     message = str(refused.value)
     for expected in case["expect"]:
         assert expected in message, f"{name}: {expected!r} not in\n{message}"

@@ -2,45 +2,12 @@
 holds the default config (so `only` is what keeps the ten default experiments out)."""
 
 import json
-import re
-import shlex
-import shutil
-import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run, snakemake
+from conftest import ROOT
 
 from rankbias.vocabulary import VERDICTS
-
-
-def example_commands() -> list[list[str]]:
-    """The bash block after README's `your-claim-example` marker, one command a line."""
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- your-claim-example -->\n```bash\n(.*?)```", text, re.S)
-    assert block, "README.md has no your-claim-example block"
-    return [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    """A user's folder beside the checkout: the default config, then the README's commands."""
-    workdir = tmp_path_factory.mktemp("your_claim")
-    (workdir / "config").mkdir()
-    shutil.copy(ROOT / "config" / "config.yaml", workdir / "config" / "config.yaml")
-    outputs = []
-    for command in example_commands():
-        if command[0] == "snakemake":
-            args = [ROOT / a if a.startswith("config/") else a for a in command[1:]]
-            dry = snakemake(workdir, *map(str, args), "-n", "--quiet", "rules")
-            outputs.append(dry.stdout)
-            outputs.append(snakemake(workdir, *map(str, args), "--cores", "2").stdout)
-        else:
-            assert command[0] == "python", command
-            script = [str(ROOT / command[1])] if command[1].endswith(".py") else command[1:3]
-            rest = command[2:] if command[1].endswith(".py") else command[3:]
-            outputs.append(run([sys.executable, *script, *rest], cwd=workdir).stdout)
-    return workdir, outputs
 
 
 @pytest.mark.workflow
@@ -91,3 +58,30 @@ def test_the_one_line_audit_prints_the_table_the_readme_shows(example):
     assert header.startswith("| tensor | layer_kind | shape |") and header in readme
     assert printed.splitlines()[2].split("|")[1:4] == [" 0.weight ", " dense ", " 64×18 "]
     assert "model: train_loss" in printed and "bound_grs" in printed
+
+
+@pytest.mark.workflow
+def test_the_users_rules_can_fail_on_the_same_numbers(example):
+    """Both ways: the same tables contradict the opposite claims (rank rises with wd; wd 0.02
+    keeps at least 1.1 × the rank of wd 0)."""
+    from rankbias.claims import evaluate_claims
+    from rankbias.registry import load_registry, selected
+
+    workdir, _ = example
+    registry = load_registry(
+        str(ROOT / "config" / "claims.yaml"),
+        [str(ROOT / "config" / "examples" / "your_claim" / "claims.yaml")],
+    )
+    config = json.loads((workdir / "results" / "run_config.json").read_text())["config"]
+    opposite = selected(registry, config["only"])
+    opposite["claims"]["U1"]["checks"][0]["comparison"] = ">="
+    opposite["claims"]["U2"]["checks"][0] |= {"comparison": ">=", "threshold": 1.1}
+    tables = {
+        name: pd.read_csv(workdir / "results" / "tables" / f"{name}.csv")
+        for name in ("my_sweep", "my_checkpoints")
+    }
+    verdicts = evaluate_claims(opposite, config, tables, resamples=20)
+    assert {c["id"]: c["verdict"] for c in verdicts["claims"]} == {
+        "U1": "contradicted",
+        "U2": "contradicted",
+    }

@@ -134,3 +134,32 @@ def test_each_bad_table_is_refused_by_file_column_and_row_and_writes_nothing(
     assert not out.parent.exists() or not any(out.parent.iterdir())
     with pytest.raises(data.DataError, match=words.split(":")[0]):  # refused at plan time too
         data.planned_shape(spec, None)
+
+
+def test_a_table_at_a_url_is_fetched_checked_and_recorded(tmp_path):
+    """A URL (a server on this machine: tests never download) is fetched like a path."""
+    import functools
+    import http.server
+    import threading
+
+    housing_like().drop(columns="label").to_csv(tmp_path / "remote.csv", index=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/remote.csv"
+        digest = data.sha256_file(tmp_path / "remote.csv")
+        spec = {"source": "table", "path": url, "target": "value", "task": "regression"}
+        assert data.planned_shape(spec, tmp_path / "raw") == (1000, 10, 100_000, 0)  # not yet
+        manifest = tables.fetch_table({**spec, "sha256": digest}, tmp_path / "raw")
+        assert manifest["files"]["remote.csv"] == {
+            "sha256_file": digest,
+            "origin": url,
+            "sha256_checked": True,
+        }
+        assert data.planned_shape(spec, tmp_path / "raw") == (5, 1, 48, 12)  # the copy, read
+        arrays, info = data.prepare(spec, tmp_path / "raw")
+        assert info["raw_manifest"] == manifest and len(arrays["x_test"]) == 12
+    finally:
+        server.shutdown()
