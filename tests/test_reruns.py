@@ -113,7 +113,7 @@ def test_the_training_params_hold_no_measurement_key():
     """The split itself: each measurement key is out of the train rule's params and in the
     measure rule's, and lr_gamma counts only where there are milestones."""
     config = yaml.safe_load(TINY.read_text())
-    jobs, _ = check_config(config, SCHEMAS, "tiny.yaml", ROOT / "config" / "claims.yaml")
+    jobs, _, _ = check_config(config, SCHEMAS, "tiny.yaml", ROOT / "config" / "claims.yaml")
     spec = next(iter(jobs.values()))  # with the schema's defaults filled in, as the workflow has
     trained, measured = plan.training_spec(spec), plan.measure_settings(spec)
     assert "device" not in trained and "eval_batch" not in trained and "lr_gamma" not in trained

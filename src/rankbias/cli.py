@@ -222,6 +222,10 @@ def cmd_figure(args: argparse.Namespace) -> None:
     _log(f"wrote {args.out}")
 
 
+def short_sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def cmd_claims(args: argparse.Namespace) -> None:
     from rankbias.claims import evaluate_claims
     from rankbias.registry import check_registry, load_registry, selected
@@ -232,19 +236,9 @@ def cmd_claims(args: argparse.Namespace) -> None:
     tables = {Path(p).stem: pd.read_csv(p) for p in args.tables}
     verdicts = evaluate_claims(selected(registry, config.get("only")), config, tables)
     verdicts["user"] = registry["user"]  # the user's ids and heading (the report's own section)
-    verdicts["registry"] = {
-        "file": args.registry,
-        "sha256": hashlib.sha256(Path(args.registry).read_bytes()).hexdigest()[:16],
-    } | (
-        {
-            "user_file": args.user_registry[0],
-            "user_sha256": hashlib.sha256(Path(args.user_registry[0]).read_bytes()).hexdigest()[
-                :16
-            ],
-        }
-        if args.user_registry
-        else {}
-    )
+    verdicts["registry"] = {"file": args.registry, "sha256": short_sha256(args.registry)}
+    for path in args.user_registry:
+        verdicts["registry"] |= {"user_file": path, "user_sha256": short_sha256(path)}
     write_json(args.out, stamped(verdicts))
     counts = pd.Series([c["verdict"] for c in verdicts["claims"]]).value_counts().to_dict()
     _log(f"{len(verdicts['claims'])} claims: {counts}; unstable: {verdicts['summary']['unstable']}")

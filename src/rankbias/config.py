@@ -141,8 +141,9 @@ def check_config(
     source: str,
     claims_path: str | Path,
     user_claims_path: str | Path = "",
-) -> tuple[dict, dict]:
-    """Everything the workflow checks at parse time, in order; returns (jobs, claim registry).
+) -> tuple[dict, dict, dict]:
+    """Everything the workflow checks at parse time, in order; returns the jobs, the claim
+    registry (the papers' and the user's, combined) and every data set's planned shape.
 
     Fills the schema's defaults into `config` (Snakemake's `validate`, as catalog workflows do)
     only after our own check has passed, so its terse messages are never the ones a user sees.
@@ -174,4 +175,4 @@ def check_config(
         check_registry(registry, config, files, source)
     except (plan.PlanError, memory.MemoryPlanError, ClaimError) as error:
         raise ConfigError(str(error)) from None
-    return jobs, registry
+    return jobs, registry, shapes

@@ -433,7 +433,8 @@ def stratified_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -
     return np.sort(np.concatenate(chosen))
 
 
-def _subset(x: np.ndarray, y: np.ndarray, size: int | None, rng, stratify: bool):
+def subset(x: np.ndarray, y: np.ndarray, size: int | None, rng, stratify: bool):
+    """`size` rows of (x, y), seeded; stratified by class when `stratify`; all if size is None."""
     if size is None or size >= len(x):
         return x, y
     index = (
@@ -518,8 +519,8 @@ def _prepare_idx(spec: dict, raw_dir: Path):
     y_train = read_idx(raw_dir / _IDX_NAMES[1]).astype(np.int64)
     x_test = read_idx(raw_dir / _IDX_NAMES[2]).reshape(-1, 784).astype(np.float64)
     y_test = read_idx(raw_dir / _IDX_NAMES[3]).astype(np.int64)
-    x_train, y_train = _subset(x_train, y_train, spec.get("train_size"), rng, stratify=True)
-    x_test, y_test = _subset(x_test, y_test, spec.get("test_size"), rng, stratify=True)
+    x_train, y_train = subset(x_train, y_train, spec.get("train_size"), rng, stratify=True)
+    x_test, y_test = subset(x_test, y_test, spec.get("test_size"), rng, stratify=True)
     mean, std = float(x_train.mean()), float(x_train.std())
     arrays = {
         "x_train": (x_train - mean) / std,
@@ -543,8 +544,8 @@ def _prepare_cifar(spec: dict, raw_dir: Path):
     subset's mean and std (recorded); float32, so the full 50,000 images take 0.6 GB, not 1.2."""
     rng = np.random.default_rng(spec.get("subset_seed", 0))
     x_train, y_train, x_test, y_test = read_cifar(raw_dir / CIFAR_ARCHIVE)
-    x_train, y_train = _subset(x_train, y_train, spec.get("train_size"), rng, stratify=True)
-    x_test, y_test = _subset(x_test, y_test, spec.get("test_size"), rng, stratify=True)
+    x_train, y_train = subset(x_train, y_train, spec.get("train_size"), rng, stratify=True)
+    x_test, y_test = subset(x_test, y_test, spec.get("test_size"), rng, stratify=True)
     channels = IMAGE_SHAPES["cifar10"][0]
     by_channel = x_train.reshape(len(x_train), channels, -1).astype(np.float64)
     mean, std = by_channel.mean(axis=(0, 2)), by_channel.std(axis=(0, 2))
@@ -603,7 +604,7 @@ def _prepare_housing(spec: dict, raw_dir: Path):
     order = rng.permutation(len(features))
     n_test = int(round(spec.get("test_fraction", 0.2) * len(features)))
     test, train = order[:n_test], order[n_test:]
-    x_train, y_train = _subset(features[train], target[train], spec.get("train_size"), rng, False)
+    x_train, y_train = subset(features[train], target[train], spec.get("train_size"), rng, False)
     x_test, y_test = features[test], target[test]
     z_train, z_test, scaling = standardise(x_train, x_test, spec.get("clip", 5.0), names)
     arrays = {

@@ -29,7 +29,16 @@ from rankbias.provenance import SHORT, code_groups, code_record, source_commit, 
 from rankbias.storage import read_json, write_text
 
 TEXT_FILE = "text.yaml"  # beside the template: the report's prose
-PACKAGES = ("torch", "numpy", "pandas", "seaborn", "matplotlib", "snakemake", "jinja2", "safetensors")
+PACKAGES = (
+    "torch",
+    "numpy",
+    "pandas",
+    "seaborn",
+    "matplotlib",
+    "snakemake",
+    "jinja2",
+    "safetensors",
+)
 
 
 def _number(value, digits: int = 3) -> str:

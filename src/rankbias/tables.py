@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankbias.data import DataError, standardise
+from rankbias.data import DataError, standardise, subset
 from rankbias.storage import atomic_path, sha256_bytes, write_json
 
 FORMATS = ("csv", "parquet", "npz")
@@ -231,10 +231,11 @@ def test_mask(spec: dict, table: pd.DataFrame, labels: np.ndarray | None, path: 
 # ----------------------------------------------------------------------------- preparing
 
 
-def load_checked(spec: dict, path: str | os.PathLike):
+def load_checked(spec: dict, path: str | os.PathLike, shown: str = ""):
     """Read and check the table: features [N, d], target, class list (None for regression),
-    the test mask and the feature names."""
-    path_text = str(path)
+    the test mask and the feature names. Messages name `shown` (the user's file, where `path`
+    is its verified copy)."""
+    path_text = shown or str(path)
     table = read_table(path, table_format(spec))
     if table.empty:
         raise TableError(f"{path_text}: the table has no rows")
@@ -250,22 +251,16 @@ def load_checked(spec: dict, path: str | os.PathLike):
 
 def prepare_table(spec: dict, raw_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays and record of a table data set (its copy in `raw_dir`, verified by the manifest)."""
-    x, y, classes, mask, features = load_checked(spec, raw_dir / file_name(spec))
-    x_train, y_train, x_test, y_test = x[~mask], y[~mask], x[mask], y[mask]
+    copy = raw_dir / file_name(spec)
+    x, y, classes, mask, features = load_checked(spec, copy, f"{spec['path']} (copy {copy})")
     rng = np.random.default_rng(spec.get("subset_seed", 0))
-    for split, size in (("train", spec.get("train_size")), ("test", spec.get("test_size"))):
-        rows = len(x_train) if split == "train" else len(x_test)
-        if size and size < rows:
-            keep = np.sort(rng.choice(rows, size=size, replace=False))
-            if split == "train":
-                x_train, y_train = x_train[keep], y_train[keep]
-            else:
-                x_test, y_test = x_test[keep], y_test[keep]
+    classification = classes is not None
+    x_train, y_train = subset(x[~mask], y[~mask], spec.get("train_size"), rng, classification)
+    x_test, y_test = subset(x[mask], y[mask], spec.get("test_size"), rng, classification)
     if spec.get("standardise", True):
         x_train, x_test, scaling = standardise(x_train, x_test, spec.get("clip"), features)
     else:
         scaling = {"kind": "none", "clip": None, "constant_features": []}
-    classification = classes is not None
     arrays = {
         "x_train": x_train,
         "y_train": y_train if classification else y_train[:, None],

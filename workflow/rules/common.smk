@@ -16,7 +16,7 @@ os.environ.update(
 
 
 from rankbias import memory, plan
-from rankbias.config import ConfigError, check_config, planned_shapes
+from rankbias.config import ConfigError, check_config
 from rankbias.data import MIRROR_ENV
 from rankbias.tables import is_url
 from rankbias.devices import DEVICE_ENV
@@ -41,10 +41,10 @@ USER_CLAIMS_FILES = (
     [registry_file(config["user_claims_file"])] if config.get("user_claims_file") else []
 )
 try:  # every message names the file, the key and what is allowed; nothing has run yet
-    JOBS, _registry = check_config(
+    # SHAPES: every data set's planned shape, for the training jobs' memory estimates
+    JOBS, _registry, SHAPES = check_config(
         config, SCHEMAS, CONFIG_SOURCE, CLAIMS_FILE, "".join(USER_CLAIMS_FILES)
     )
-    SHAPES = planned_shapes(config, CONFIG_SOURCE)  # memory estimates of the training jobs
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration, nothing was run:\n{error}") from None
 # Where the raw files come from and where training runs change no result: jobs read them from
