@@ -163,3 +163,10 @@ def test_a_table_at_a_url_is_fetched_checked_and_recorded(tmp_path):
         assert info["raw_manifest"] == manifest and len(arrays["x_test"]) == 12
     finally:
         server.shutdown()
+
+
+def test_a_class_without_training_rows_is_refused(tmp_path):
+    frame = housing_like()
+    frame["split"] = np.where(frame["label"] == "up", "test", "train")
+    with pytest.raises(tables.TableError, match="class 'up' of target column 'label' has no"):
+        prepared(tmp_path, frame, target="label", task="classification", test_column="split")

@@ -257,6 +257,13 @@ def prepare_table(spec: dict, raw_dir: Path) -> tuple[dict[str, np.ndarray], dic
     classification = classes is not None
     x_train, y_train = subset(x[~mask], y[~mask], spec.get("train_size"), rng, classification)
     x_test, y_test = subset(x[mask], y[mask], spec.get("test_size"), rng, classification)
+    if classification and len(np.unique(y_train)) < len(classes):
+        absent = [classes[k] for k in range(len(classes)) if k not in set(y_train.tolist())]
+        raise TableError(
+            f"{spec['path']}: class {absent[0]!r} of target column {spec['target']!r} has no "
+            "training row (the split or train_size leaves all of its rows out): a net cannot "
+            "learn a class it never sees"
+        )
     if spec.get("standardise", True):
         x_train, x_test, scaling = standardise(x_train, x_test, spec.get("clip"), features)
     else:
