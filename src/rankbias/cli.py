@@ -232,7 +232,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
 
     registry = load_registry(args.registry, args.user_registry)
     config = read_json(args.meta)["config"]
-    check_registry(registry, config, " + ".join([args.registry, *args.user_registry]))
+    check_registry(registry, config, args.registry)
     tables = {Path(p).stem: pd.read_csv(p) for p in args.tables}
     verdicts = evaluate_claims(selected(registry, config.get("only")), config, tables)
     verdicts["user"] = registry["user"]  # the user's ids and heading (the report's own section)

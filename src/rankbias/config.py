@@ -171,8 +171,7 @@ def check_config(
                 registries.append(document)
         user = registries[1] if user_claims_path else None
         registry = combined_registry(registries[0], user, str(claims_path), str(user_claims_path))
-        files = " + ".join(str(path) for path in (claims_path, user_claims_path) if path)
-        check_registry(registry, config, files, source)
+        check_registry(registry, config, str(claims_path), source)
     except (plan.PlanError, memory.MemoryPlanError, ClaimError) as error:
         raise ConfigError(str(error)) from None
     return jobs, registry, shapes

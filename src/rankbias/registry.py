@@ -60,8 +60,9 @@ def load_registry(papers_file: str, user_files: list[str] = ()) -> dict:
 
     with open(papers_file) as handle:
         papers = yaml.safe_load(handle)
-    user, user_file = None, ""
-    for user_file in user_files:
+    user_file = user_files[0] if user_files else ""
+    user = None
+    if user_file:
         with open(user_file) as handle:
             user = yaml.safe_load(handle)
     return combined_registry(papers, user, papers_file, user_file)
@@ -104,8 +105,14 @@ def claim_experiments(registry: dict, config: dict) -> dict[str, list[str]]:
 def check_registry(
     registry: dict, config: dict, source: str = "config/claims.yaml", config_source: str = "config"
 ) -> None:
-    """Cross-references the schema cannot see; the error names the key and what is allowed."""
+    """Cross-references the schema cannot see; the error names the file (the papers' registry
+    `source`, or the user's for the user's claims and concerns), the key and what is allowed."""
     ids = set(registry["claims"]) | set(registry["concerns"])
+    user = registry.get("user") or {"claims": [], "concerns": [], "file": ""}
+
+    def file_of(kind: str, name: str) -> str:
+        return user["file"] if name in user[kind] else source
+
     wanted = config.get("only", {}).get("claims")
     if wanted == "user" and not registry.get("user", {}).get("claims"):
         raise ClaimError(
@@ -123,10 +130,12 @@ def check_registry(
                 raise ClaimError(
                     f"{config_source}: experiments.{name}.claims: unknown claim or concern "
                     f"{claim!r}; "
-                    f"{source} defines {', '.join(sorted(ids, key=id_order))}"
+                    f"{' + '.join(filter(None, [source, user['file']]))} "
+                    f"define{'' if user['file'] else 's'} "
+                    f"{', '.join(sorted(ids, key=id_order))}"
                 )
     for claim, entry in registry["claims"].items():
-        where = f"{source}: claims.{claim}"
+        where = f"{file_of('claims', claim)}: claims.{claim}"
         if entry["paper"] not in registry["papers"]:
             raise ClaimError(
                 f"{where}.paper: unknown {entry['paper']!r}; "
@@ -148,7 +157,8 @@ def check_registry(
             _check_check(check, f"{where}.checks[{index}]", config)
     for concern, entry in registry["concerns"].items():
         for index, check in enumerate(entry.get("checks", [])):
-            _check_check(check, f"{source}: concerns.{concern}.checks[{index}]", config)
+            where = f"{file_of('concerns', concern)}: concerns.{concern}.checks[{index}]"
+            _check_check(check, where, config)
 
 
 def _check_check(check: dict, where: str, config: dict) -> None:
