@@ -121,3 +121,46 @@ def test_the_training_params_hold_no_measurement_key():
     assert measured["eval_batch"] == spec["eval_batch"] and measured["metrics"] == spec["metrics"]
     with_milestones = plan.training_spec({**spec, "lr_milestones": [2]})
     assert with_milestones["lr_gamma"] == spec["lr_gamma"]
+
+
+def edited_table(path) -> None:
+    """The user corrects one value of the table."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    table.loc[0, "x0"] += 1.0
+    table.to_csv(path, index=False)
+
+
+def retrained_checkpoint(path) -> None:
+    """The user's model, trained a little further elsewhere."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    save_file({name: 0.99 * tensor for name, tensor in state.items()}, str(path))
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("changed_file", "edit", "reruns", "never"),
+    [
+        ("points.csv", edited_table, {"fetch_table", "prepare_dataset", "train"}, set()),
+        ("models/wd0_seed3.safetensors", retrained_checkpoint, {"measure"}, {"train"}),
+    ],
+)
+def test_a_users_table_retrains_and_a_checkpoint_only_remeasures(
+    example, tmp_path, changed_file, edit, reruns, never
+):
+    """README's worked example, finished: an edited table is copied, prepared and trained on
+    again; a changed checkpoint is measured again, and nothing is trained. (A file saved again
+    with the same content reruns nothing: Snakemake compares small inputs' checksums.)"""
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(example[0], workdir, symlinks=True)
+    edit(workdir / "resources" / "your_claim" / changed_file)
+    config = ROOT / "config" / "examples" / "your_claim" / "config.yaml"
+    jobs = planned_jobs(snakemake(workdir, "-n", "--quiet", "rules", "--configfile", str(config)))
+    assert reruns <= set(jobs) and not never & set(jobs), jobs
+    if "train" not in reruns:
+        assert jobs["measure"] == 1, jobs  # my_checkpoints only
