@@ -14,6 +14,7 @@ Run from the checkout: `python config/examples/your_claim/make_example.py resour
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -58,10 +59,7 @@ def train_elsewhere(x_train: np.ndarray, y_train: np.ndarray, models: Path) -> N
         )
         save_file(start.state_dict(), str(models / f"init_seed{seed}.safetensors"))
         for weight_decay in WEIGHT_DECAYS:
-            model = torch.nn.Sequential(
-                torch.nn.Linear(x.shape[1], WIDTH), torch.nn.ReLU(), torch.nn.Linear(WIDTH, 3)
-            )
-            model.load_state_dict(start.state_dict())
+            model = copy.deepcopy(start)
             optimiser = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=weight_decay)
             order = torch.Generator().manual_seed(seed)
             batches = []
