@@ -44,7 +44,7 @@ def offline(monkeypatch):
     def refuse(url: str) -> bytes:
         raise OSError(f"network disabled in tests ({url})")
 
-    monkeypatch.setattr(data, "_download", refuse)
+    monkeypatch.setattr(data, "download", refuse)
 
 
 def unavailable(requirement: str, message: str) -> None:

@@ -23,6 +23,18 @@ PACKED = "document.querySelectorAll('[data-gz]').length"
 REPORT_WEIGHT_LIMIT = 2_000_000  # bytes: issue 18's target for the default audit's report
 
 
+def loaded_offline(browser: Chromium, report, schemes_allowed: set[str]) -> list[dict]:
+    """Load a report, wait for its packed figures, check it logged no error and requested only
+    `schemes_allowed`; return its figures (label, drawn width, rule lines)."""
+    browser.load(report.as_uri())
+    wait_for(lambda: browser.evaluate(PACKED) == 0, "the compressed figures to unpack", 60)
+    figures = json.loads(browser.evaluate(FIGURES))
+    assert browser.console_errors() == []
+    schemes = {url.split(":", 1)[0] for url in browser.requested_urls()}
+    assert schemes <= schemes_allowed, browser.requested_urls()
+    return figures
+
+
 @pytest.fixture(scope="module")
 def chromium() -> str:
     executable = find_chromium()
@@ -53,12 +65,7 @@ def test_the_checks_see_errors_and_requests(chromium, tmp_path):
 def test_report_loads_in_chromium_offline_and_draws_every_figure(chromium, tiny_run):
     report = tiny_run / "results" / "report" / "index.html"
     with Chromium(chromium, width=1280, height=1600) as browser:
-        browser.load(report.as_uri())
-        wait_for(lambda: browser.evaluate(PACKED) == 0, "the compressed figures to unpack", 60)
-        figures = json.loads(browser.evaluate(FIGURES))
-        assert browser.console_errors() == []
-        schemes = {url.split(":", 1)[0] for url in browser.requested_urls()}
-        assert schemes <= {"file", "data", "blob"}, browser.requested_urls()
+        figures = loaded_offline(browser, report, {"file", "data", "blob"})  # blob: unpacked
         rows = json.loads(
             browser.evaluate(
                 "JSON.stringify([...document.querySelectorAll('.summary tr')].slice(1)"
@@ -97,12 +104,7 @@ def test_the_worked_examples_report_draws_its_figures_and_rules(chromium, exampl
     workdir, _ = example
     report = workdir / "results" / "report" / "index.html"
     with Chromium(chromium, width=1280, height=1600) as browser:
-        browser.load(report.as_uri())
-        wait_for(lambda: browser.evaluate(PACKED) == 0, "the compressed figures to unpack", 60)
-        figures = json.loads(browser.evaluate(FIGURES))
-        assert browser.console_errors() == []
-        schemes = {url.split(":", 1)[0] for url in browser.requested_urls()}
-        assert schemes <= {"file", "data"}, schemes
+        figures = loaded_offline(browser, report, {"file", "data"})
         assert len(figures) == 7 and all(f["drawn"] > 0 and f["label"] for f in figures)
         assert sum(f["rules"] for f in figures) > 0  # U1 and U2's lines on the rank figures
         browser.evaluate("document.getElementById('verdicts').scrollIntoView()")

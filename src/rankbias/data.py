@@ -202,7 +202,8 @@ def _candidates(raw_file: RawFile, source: Source, source_name: str, mirror: str
             yield directory / raw_file.name.removesuffix(".gz")
 
 
-def _download(url: str) -> bytes:
+def download(url: str) -> bytes:
+    """The bytes at `url` (tests replace this to stay offline)."""
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
         return response.read()
 
@@ -296,7 +297,7 @@ def _place(
     for base in source.url_bases:
         url = base + raw_file.name
         try:
-            raw = _download(url)
+            raw = download(url)
             check_payload(raw, raw_file, url)
         except (OSError, DataError) as error:
             failures.append(f"{url}: {error}")
@@ -306,7 +307,7 @@ def _place(
     if source.archive_url:
         try:
             if source.archive_url not in archive_cache:
-                archive = _download(source.archive_url)
+                archive = download(source.archive_url)
                 digest = sha256_bytes(archive)
                 if digest != source.archive_sha256:
                     raise DataError(f"archive SHA-256 {digest} != {source.archive_sha256}")

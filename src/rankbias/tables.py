@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rankbias.data import DataError, standardise, subset
+from rankbias import data
+from rankbias.data import MANIFEST, DataError, standardise, subset
 from rankbias.storage import atomic_path, sha256_bytes, write_json
 
 FORMATS = ("csv", "parquet", "npz")
-TASKS = ("regression", "classification")
 TEST_FRACTION = 0.2  # datasets.<name>.test_fraction's default without a test_column
 # a test_column's values (True == 1 and False == 0 as keys); text is compared in lower case
 TEST_VALUES = {1: True, 0: False, "true": True, "false": False, "test": True, "train": False}
-DOWNLOAD_TIMEOUT_S = 60
 
 
 class TableError(DataError):
@@ -63,11 +61,7 @@ def fetch_table(spec: dict, dest_dir: str | os.PathLike) -> dict:
     when given, else recorded; write the manifest last."""
     origin = spec["path"]
     try:
-        if is_url(origin):
-            with urllib.request.urlopen(origin, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                raw = response.read()
-        else:
-            raw = Path(origin).read_bytes()
+        raw = data.download(origin) if is_url(origin) else Path(origin).read_bytes()
     except OSError as error:
         raise TableError(f"{origin}: cannot read the table ({error})") from error
     digest = sha256_bytes(raw)
@@ -90,7 +84,7 @@ def fetch_table(spec: dict, dest_dir: str | os.PathLike) -> dict:
             }
         },
     }
-    write_json(dest / "manifest.json", manifest)
+    write_json(dest / MANIFEST, manifest)
     return manifest
 
 
@@ -257,12 +251,12 @@ def prepare_table(spec: dict, raw_dir: Path) -> tuple[dict[str, np.ndarray], dic
     classification = classes is not None
     x_train, y_train = subset(x[~mask], y[~mask], spec.get("train_size"), rng, classification)
     x_test, y_test = subset(x[mask], y[mask], spec.get("test_size"), rng, classification)
-    if classification and len(np.unique(y_train)) < len(classes):
-        absent = [classes[k] for k in range(len(classes)) if k not in set(y_train.tolist())]
+    absent = np.setdiff1d(np.arange(len(classes)), y_train) if classification else []
+    if len(absent):
         raise TableError(
-            f"{spec['path']}: class {absent[0]!r} of target column {spec['target']!r} has no "
-            "training row (the split or train_size leaves all of its rows out): a net cannot "
-            "learn a class it never sees"
+            f"{spec['path']}: class {classes[absent[0]]!r} of target column "
+            f"{spec['target']!r} has no training row (the split or train_size leaves all "
+            "of its rows out): a net cannot learn a class it never sees"
         )
     if spec.get("standardise", True):
         x_train, x_test, scaling = standardise(x_train, x_test, spec.get("clip"), features)
@@ -281,7 +275,9 @@ def prepare_table(spec: dict, raw_dir: Path) -> tuple[dict[str, np.ndarray], dic
         "target": spec["target"],
         "split": {
             "test_column": spec.get("test_column"),
-            "test_fraction": None if spec.get("test_column") else spec.get("test_fraction", 0.2),
+            "test_fraction": None
+            if spec.get("test_column")
+            else spec.get("test_fraction", TEST_FRACTION),
             "split_seed": None if spec.get("test_column") else spec.get("split_seed", 0),
             "stratified": classification and not spec.get("test_column"),
         },
